@@ -1,0 +1,120 @@
+"""Candle frames and their validation.
+
+A *candle frame* is a pandas DataFrame with exactly the columns of :data:`COLUMNS`: ``ts`` is the
+candle's open time in UTC milliseconds (int64), prices and volume are float64. Every candle is
+validated before it is stored; a rejected candle is counted with its reason, never stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import timeframes as tfs
+from .errors import DataValidationError
+
+__all__ = ["COLUMNS", "PRICE_COLUMNS", "Rejection", "ValidationReport", "empty_frame", "to_frame", "validate_candles"]
+
+COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    ts: int | None
+    reason: str
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of :func:`validate_candles`: the frame to store, and what was left out and why."""
+
+    valid: pd.DataFrame
+    rejected: list[Rejection] = field(default_factory=list)
+    in_progress: int = 0
+
+    @property
+    def rejected_count(self) -> int:
+        return len(self.rejected)
+
+
+def empty_frame() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype="int64" if c == "ts" else "float64") for c in COLUMNS})
+    return frame
+
+
+def to_frame(rows: Iterable[Sequence[object]]) -> pd.DataFrame:
+    """Build a frame from ``[ts, open, high, low, close, volume]`` rows (ccxt's OHLCV shape).
+
+    Values that are not numbers become NaN here and are rejected by :func:`validate_candles`.
+    """
+    rows = list(rows)
+    if not rows:
+        return empty_frame()
+    if any(len(r) < 6 for r in rows):
+        raise DataValidationError("OHLCV row with fewer than 6 fields")
+    frame = pd.DataFrame([list(r[:6]) for r in rows], columns=list(COLUMNS))
+    for col in PRICE_COLUMNS + ("volume",):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    frame["ts"] = pd.to_numeric(frame["ts"], errors="coerce")
+    return frame
+
+
+def _reasons(frame: pd.DataFrame, tf: tfs.Timeframe) -> pd.Series:
+    """One reason per row ('' when valid); the first failing check wins."""
+    prices = frame[list(PRICE_COLUMNS)]
+    ts = frame["ts"]
+    checks: list[tuple[pd.Series, str]] = [
+        (ts.isna() | (ts % 1 != 0) | (ts < 0), "timestamp missing or not an integer"),
+        (~np.isfinite(frame[list(PRICE_COLUMNS) + ["volume"]]).all(axis=1), "non-finite value"),
+        ((prices <= 0).any(axis=1), "non-positive price"),
+        (frame["volume"] < 0, "negative volume"),
+        (frame["low"] > frame[["open", "close"]].min(axis=1), "low above open/close"),
+        (frame["high"] < frame[["open", "close"]].max(axis=1), "high below open/close"),
+    ]
+    reasons = pd.Series("", index=frame.index, dtype="object")
+    for mask, reason in checks:
+        reasons = reasons.where(~(mask.fillna(True) & (reasons == "")), reason)
+    ok = reasons == ""
+    aligned = ts[ok].astype("int64").map(lambda v: tfs.is_aligned(int(v), tf))
+    reasons.loc[aligned[~aligned].index] = f"timestamp not aligned to {tf}"
+    return reasons
+
+
+def validate_candles(frame: pd.DataFrame, tf: tfs.Timeframe, now_ms: int | None = None) -> ValidationReport:
+    """Split a frame into valid closed candles and rejections.
+
+    The in-progress candle (close time after ``now_ms``) is dropped without counting as
+    rejected. Duplicate timestamps that disagree are all rejected; identical repeats collapse.
+    """
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataValidationError(f"candle frame lacks columns: {', '.join(missing)}")
+    frame = frame[list(COLUMNS)].reset_index(drop=True)
+    if frame.empty:
+        return ValidationReport(valid=empty_frame())
+    reasons = _reasons(frame, tf)
+    rejected = [Rejection(_ts(frame.at[i, "ts"]), r) for i, r in reasons.items() if r]
+    good = frame[reasons == ""].astype({"ts": "int64"})
+    good = good.drop_duplicates()
+    clash = good["ts"].duplicated(keep=False)
+    rejected += [Rejection(int(t), "conflicting duplicate timestamp") for t in good.loc[clash, "ts"]]
+    good = good[~clash]
+    in_progress = 0
+    if now_ms is not None:
+        closes = good["ts"].map(lambda v: tfs.close_time(int(v), tf))
+        open_mask = closes > now_ms
+        in_progress = int(open_mask.sum())
+        good = good[~open_mask]
+    good = good.sort_values("ts").reset_index(drop=True)
+    return ValidationReport(valid=good, rejected=rejected, in_progress=in_progress)
+
+
+def _ts(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

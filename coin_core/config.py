@@ -1,0 +1,134 @@
+"""Typed configuration, loaded once at the edge (CLI, flow entry) and passed down.
+
+Sources, highest first: explicit keyword arguments, environment variables, ``.env``. Every
+variable is documented in ``docs/configuration.md``. Secrets are ``SecretStr`` so they never
+print; :meth:`Settings.redacted` is what logs and errors may show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigError
+from .policy import DEFAULT_POLICIES, TimeframePolicy
+from .symbols import parse_symbols
+from .timeframes import Timeframe, parse_timeframe
+
+__all__ = ["Settings", "load_settings"]
+
+StoreKind = Literal["sqlite", "influxdb"]
+
+
+class Settings(BaseSettings):
+    """Every setting of the product. Field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        validate_default=True,
+    )
+
+    # What to collect
+    target_symbols: Annotated[list[str], NoDecode] = Field(default=["BTC/USDT", "ETH/USDT"])
+    ingest_timeframes: Annotated[list[Timeframe], NoDecode] = Field(default=["1h"])
+    enable_multi_timeframes: bool = False
+    timeframe_policy: dict[Timeframe, dict[str, Any]] = Field(
+        default_factory=dict, description="JSON overrides of the policy matrix, per timeframe"
+    )
+
+    # Exchange
+    exchange_id: str = "binance"
+    exchange_api_url: str | None = Field(
+        default=None, description="override of the exchange's REST base (the simulated exchange)"
+    )
+    exchange_timeout_s: float = Field(default=10.0, gt=0)
+    exchange_max_retries: int = Field(default=5, ge=0)
+    exchange_api_key: SecretStr | None = None
+    exchange_secret: SecretStr | None = None
+
+    # Storage
+    store: StoreKind = "sqlite"
+    data_dir: Path = Path("data")
+    storage_budget_gb: float = Field(default=50.0, gt=0)
+    influxdb_url: str = "http://127.0.0.1:8086"
+    influxdb_bucket: str = Field(default="coin_predict", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    influxdb_token: SecretStr | None = None
+    influxdb_username: str | None = None
+    influxdb_password: SecretStr | None = None
+    influxdb_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Publishing
+    public_dir: Path = Path("public")
+    site_title: str = "Coin Predict"
+
+    @field_validator("target_symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: Any) -> list[str]:
+        return parse_symbols(value)
+
+    @field_validator("ingest_timeframes", mode="before")
+    @classmethod
+    def _timeframes(cls, value: Any) -> list[str]:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        parsed = list(dict.fromkeys(parse_timeframe(str(i)) for i in items if str(i).strip()))
+        if not parsed:
+            raise ConfigError("INGEST_TIMEFRAMES is empty: name at least one, e.g. 1h")
+        return parsed
+
+    @field_validator("exchange_id")
+    @classmethod
+    def _exchange_id(cls, value: str) -> str:
+        if not value.isidentifier() or not value.islower():
+            raise ConfigError(f"invalid EXCHANGE_ID {value!r}: expected a ccxt id such as binance")
+        return value
+
+    @model_validator(mode="after")
+    def _multi_timeframe_guard(self) -> "Settings":
+        if self.ingest_timeframes != ["1h"] and not self.enable_multi_timeframes:
+            raise ConfigError(
+                f"INGEST_TIMEFRAMES={','.join(self.ingest_timeframes)} needs "
+                "ENABLE_MULTI_TIMEFRAMES=true (the default operating set is 1h only)"
+            )
+        self.policies  # validates overrides now, not at first use
+        return self
+
+    @property
+    def policies(self) -> dict[Timeframe, TimeframePolicy]:
+        merged: dict[Timeframe, TimeframePolicy] = {}
+        for tf, base in DEFAULT_POLICIES.items():
+            override = self.timeframe_policy.get(tf, {})
+            try:
+                merged[tf] = TimeframePolicy(**{**base.model_dump(), **override})
+            except ValidationError as exc:
+                raise ConfigError(f"invalid TIMEFRAME_POLICY for {tf}: {exc.errors()[0]['msg']}") from exc
+        return merged
+
+    def policy(self, tf: Timeframe) -> TimeframePolicy:
+        return self.policies[tf]
+
+    @property
+    def storage_budget_bytes(self) -> int:
+        return int(self.storage_budget_gb * 1024**3)
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings safe to log: secrets masked, URLs stripped of credentials."""
+        data = self.model_dump(mode="json")
+        for key, value in data.items():
+            if isinstance(getattr(self, key), SecretStr) and value:
+                data[key] = "**********"
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, ``.env`` and overrides; errors become ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        cause = first.get("ctx", {}).get("error")
+        message = str(cause) if isinstance(cause, ConfigError) else first["msg"]
+        raise ConfigError(f"invalid configuration ({where.upper()}): {message}") from exc

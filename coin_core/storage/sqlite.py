@@ -1,0 +1,147 @@
+"""Embedded SQLite backend (stdlib, WAL): the zero-setup default store under ``DATA_DIR``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import StorageError
+from ..timeframes import Timeframe
+from .base import FORECAST_COLUMNS, CandleStore, Forecast, frame_columns
+
+__all__ = ["SQLiteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS candles (
+    symbol TEXT NOT NULL, timeframe TEXT NOT NULL, ts INTEGER NOT NULL,
+    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
+    volume REAL NOT NULL,
+    PRIMARY KEY (symbol, timeframe, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS known_gaps (
+    symbol TEXT NOT NULL, timeframe TEXT NOT NULL, start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL,
+    PRIMARY KEY (symbol, timeframe, start_ts)
+);
+CREATE TABLE IF NOT EXISTS forecasts (
+    symbol TEXT NOT NULL, timeframe TEXT NOT NULL, issued_at INTEGER NOT NULL,
+    model_version TEXT NOT NULL, input_last_ts INTEGER NOT NULL, points TEXT NOT NULL,
+    PRIMARY KEY (symbol, timeframe, issued_at)
+);
+"""
+
+
+class SQLiteStore(CandleStore):
+    name = "sqlite"
+
+    def __init__(self, path: Path, budget_bytes: int | None = None) -> None:
+        super().__init__(budget_bytes)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as conn:
+            conn.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        # One connection per thread: Prefect runs tasks in worker threads.
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=30000")
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
+            self._local.conn = conn
+        return conn
+
+    def _exec(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite error on {self.path.name}: {exc}") from exc
+
+    @staticmethod
+    def _where(start: int | None, end: int | None) -> tuple[str, tuple]:
+        clause, params = "", ()
+        if start is not None:
+            clause, params = clause + " AND ts >= ?", params + (int(start),)
+        if end is not None:
+            clause, params = clause + " AND ts <= ?", params + (int(end),)
+        return clause, params
+
+    def _write_candles(self, symbol: str, tf: Timeframe, frame: pd.DataFrame) -> None:
+        rows = [(symbol, tf, int(r.ts), r.open, r.high, r.low, r.close, r.volume) for r in frame.itertuples()]
+        conn = self._conn()
+        try:
+            with conn:  # one transaction: a page is stored whole or not at all
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT OR REPLACE INTO candles VALUES (?,?,?,?,?,?,?,?)", rows)
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite write failed for {symbol} {tf}: {exc}") from exc
+
+    def _query_frame(self, sql: str, params: tuple) -> pd.DataFrame:
+        rows = self._exec(sql, params)
+        return frame_columns(pd.DataFrame(rows, columns=["ts", "open", "high", "low", "close", "volume"]))
+
+    def _read_page(self, symbol, tf, start, end, limit) -> pd.DataFrame:
+        clause, params = self._where(start, end)
+        sql = f"SELECT ts,open,high,low,close,volume FROM candles WHERE symbol=? AND timeframe=?{clause} ORDER BY ts LIMIT ?"
+        return self._query_frame(sql, (symbol, tf) + params + (int(limit),))
+
+    def _read_tail(self, symbol, tf, n) -> pd.DataFrame:
+        sql = "SELECT ts,open,high,low,close,volume FROM candles WHERE symbol=? AND timeframe=? ORDER BY ts DESC LIMIT ?"
+        return self._query_frame(sql, (symbol, tf, int(n)))
+
+    def _bounds(self, symbol, tf):
+        row = self._exec("SELECT MIN(ts), MAX(ts) FROM candles WHERE symbol=? AND timeframe=?", (symbol, tf))[0]
+        return None if row[0] is None else (int(row[0]), int(row[1]))
+
+    def _count(self, symbol, tf, start, end) -> int:
+        clause, params = self._where(start, end)
+        return int(self._exec(f"SELECT COUNT(*) FROM candles WHERE symbol=? AND timeframe=?{clause}", (symbol, tf) + params)[0][0])
+
+    def _delete(self, symbol, tf, start, end) -> None:
+        clause, params = self._where(start, end)
+        self._exec(f"DELETE FROM candles WHERE symbol=? AND timeframe=?{clause}", (symbol, tf) + params)
+
+    def _write_gap(self, symbol, tf, start, end) -> None:
+        self._exec("INSERT OR REPLACE INTO known_gaps VALUES (?,?,?,?)", (symbol, tf, int(start), int(end)))
+
+    def _read_gaps(self, symbol, tf):
+        rows = self._exec("SELECT start_ts, end_ts FROM known_gaps WHERE symbol=? AND timeframe=?", (symbol, tf))
+        return [(int(a), int(b)) for a, b in rows]
+
+    def _write_forecast(self, forecast: Forecast) -> None:
+        points = forecast.points[list(FORECAST_COLUMNS)].astype({"ts": "int64"}).to_dict("list")
+        self._exec(
+            "INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?)",
+            (forecast.symbol, forecast.timeframe, int(forecast.issued_at), forecast.model_version,
+             int(forecast.input_last_ts), json.dumps(points)),
+        )
+
+    def _read_latest_forecast(self, symbol, tf) -> Forecast | None:
+        rows = self._exec(
+            "SELECT issued_at, model_version, input_last_ts, points FROM forecasts "
+            "WHERE symbol=? AND timeframe=? ORDER BY issued_at DESC LIMIT 1", (symbol, tf))
+        if not rows:
+            return None
+        issued_at, version, last_ts, points = rows[0]
+        frame = pd.DataFrame(json.loads(points)).astype({"ts": "int64"})
+        return Forecast(symbol, tf, int(issued_at), version, int(last_ts), frame)
+
+    def _series(self):
+        return [(s, t) for s, t in self._exec("SELECT DISTINCT symbol, timeframe FROM candles")]
+
+    def _size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
