@@ -1,0 +1,76 @@
+"""Per-series status records that are *not* cursors: what the last ingest and prediction did.
+
+Cursors always come from the store (latest stored candle). These small JSON records only say
+what a store cannot: whether a series' first backfill has completed (``hidden_backfilling``
+until it has) and whether this cycle's prediction failed (``degraded``, last good kept). Each
+file is written atomically; a missing or unreadable one reads as "nothing known yet".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .fsutil import atomic_write_text
+from .symbols import slug
+from .timeframes import Timeframe, parse_timeframe
+
+__all__ = ["IngestState", "PredictionHealth", "read_ingest_state", "write_ingest_state", "read_prediction_health", "write_prediction_health"]
+
+log = logging.getLogger(__name__)
+
+PredictionStatus = Literal["ok", "degraded", "insufficient_data"]
+
+
+class IngestState(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    backfill_complete_at: int | None = None
+    last_run_at: int | None = None
+    last_new_candles: int = 0
+    last_rejected: int = 0
+    last_error: str | None = None
+
+
+class PredictionHealth(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: PredictionStatus
+    updated_at: int
+    last_success_at: int | None = None
+    last_error: str | None = None
+    model_version: str | None = None
+
+
+def _path(data_dir: Path, kind: str, symbol: str, tf: Timeframe) -> Path:
+    return Path(data_dir) / "state" / f"{kind}_{slug(symbol)}_{parse_timeframe(tf)}.json"
+
+
+def _read(path: Path, model: type[BaseModel]) -> BaseModel | None:
+    try:
+        return model.model_validate(json.loads(path.read_text("utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, ValidationError) as exc:
+        log.warning("ignoring unreadable status record %s: %s", path.name, exc)
+        return None
+
+
+def read_ingest_state(data_dir: Path, symbol: str, tf: Timeframe) -> IngestState | None:
+    return _read(_path(data_dir, "ingest", symbol, tf), IngestState)  # type: ignore[return-value]
+
+
+def write_ingest_state(data_dir: Path, symbol: str, tf: Timeframe, state: IngestState) -> None:
+    atomic_write_text(_path(data_dir, "ingest", symbol, tf), state.model_dump_json())
+
+
+def read_prediction_health(data_dir: Path, symbol: str, tf: Timeframe) -> PredictionHealth | None:
+    return _read(_path(data_dir, "prediction", symbol, tf), PredictionHealth)  # type: ignore[return-value]
+
+
+def write_prediction_health(data_dir: Path, symbol: str, tf: Timeframe, health: PredictionHealth) -> None:
+    atomic_write_text(_path(data_dir, "prediction", symbol, tf), health.model_dump_json())
