@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .timeframes import Timeframe
 
-__all__ = ["BackfillMode", "TimeframePolicy", "DEFAULT_POLICIES"]
+__all__ = ["BackfillMode", "TimeframePolicy", "DEFAULT_POLICIES", "policy_table_markdown"]
 
 BackfillMode = Literal["rolling", "lookback", "full"]
 
@@ -59,3 +59,26 @@ DEFAULT_POLICIES: dict[Timeframe, TimeframePolicy] = {
         predicted=True, horizon=6, min_samples=24, soft_stale_s=33 * _DAY_S, hard_stale_s=62 * _DAY_S,
     ),
 }
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def policy_table_markdown(policies: dict[Timeframe, TimeframePolicy] | None = None) -> str:
+    """The matrix as the Markdown table docs/configuration.md carries (a test compares them)."""
+    policies = policies or DEFAULT_POLICIES
+    head = ("| timeframe | collected | backfill | lookback | retention | served candles | predicted "
+            "| horizon | min samples | stale after | hard stale after |\n" + "|---" * 11 + "|")
+    rows = [
+        f"| `{tf}` | {'yes' if p.collected else 'no'} | {p.backfill} | "
+        f"{f'{p.lookback_days} d' if p.lookback_days and p.backfill != 'full' else '—'} | "
+        f"{f'{p.retention_days} d' if p.retention_days else 'forever'} | {p.served_candles} | "
+        f"{'yes' if p.predicted else 'never'} | {p.horizon or '—'} | {p.min_samples or '—'} | "
+        f"{_duration(p.soft_stale_s)} | {_duration(p.hard_stale_s)} |"
+        for tf, p in policies.items()
+    ]
+    return "\n".join([head, *rows])

@@ -1,0 +1,190 @@
+"""The ``coin-predict`` command line: each command builds the settings, calls the same library
+function a Prefect flow calls, and turns project errors into one clean line (exit code 2)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Callable, Sequence
+
+from . import __version__
+from .config import Settings, load_settings
+from .errors import CoinPredictError
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+COMMANDS: dict[str, tuple[str, str, Handler]] = {}
+"""name -> (one-line help, example, handler); the parser and docs/cli.md are built from it."""
+
+
+def command(name: str, help_text: str, example: str) -> Callable[[Handler], Handler]:
+    def register(func: Handler) -> Handler:
+        COMMANDS[name] = (help_text, example, func)
+        return func
+    return register
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v for v in value.split(",") if v.strip()] if value else None
+
+
+class _ProgressPrinter:
+    """Rate-limited progress lines on stderr for long backfills."""
+
+    def __init__(self, stream=sys.stderr, every_s: float = 1.0) -> None:
+        self.stream, self.every_s, self._last = stream, every_s, 0.0
+
+    def __call__(self, symbol: str, tf: str, count: int, cursor: int, target: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s and cursor <= target:
+            return
+        self._last = now
+        from .timeframes import to_datetime
+
+        reached = to_datetime(min(cursor, target)).strftime("%Y-%m-%d %H:%M")
+        print(f"  {symbol} {tf}: {count:,} candles stored, reached {reached} UTC", file=self.stream, flush=True)
+
+
+def _print_ingest(report) -> None:
+    for s in report.series:
+        state = "error: " + s.error if s.error else ("up to date (skipped)" if s.skipped else "ok")
+        print(f"{s.symbol:<12} {s.timeframe:<3} new={s.new_candles:<7} rejected={s.rejected:<4} "
+              f"known_gaps={s.known_gaps:<3} {s.seconds:6.1f}s  {state}")
+    print(f"stored {report.new_candles:,} new candles in {report.seconds:.1f}s")
+
+
+@command("ingest", "Backfill / update closed candles of the configured series into the store.",
+         "coin-predict ingest --symbols BTC/USDT,ETH/USDT --timeframes 1h")
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from .ingest import run_ingest
+
+    report = run_ingest(settings, symbols=_csv(args.symbols), timeframes=_csv(args.timeframes), progress=_ProgressPrinter())
+    _print_ingest(report)
+    return 0 if report.ok else 1
+
+
+@command("train", "Fit and register the champion model of every predicted series.",
+         "coin-predict train --symbols BTC/USDT --timeframes 1h --lookback 2000")
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from .pipeline import run_train
+
+    for series, version in run_train(settings, symbols=_csv(args.symbols), timeframes=_csv(args.timeframes), lookback=args.lookback).items():
+        print(f"{series:<16} {version}")
+    return 0
+
+
+@command("forecast", "Forecast every predicted series from its latest closed candle.",
+         "coin-predict forecast --timeframes 1h")
+def _forecast(args: argparse.Namespace, settings: Settings) -> int:
+    from .pipeline import run_forecast
+
+    for series, status in run_forecast(settings, now_ms=_now_ms(), symbols=_csv(args.symbols), timeframes=_csv(args.timeframes)).items():
+        print(f"{series:<16} {status}")
+    return 0
+
+
+@command("publish", "Reconcile public/ (JSON + HTML) with the store and the models.", "coin-predict publish")
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from .pipeline import run_publish
+
+    report = run_publish(settings, now_ms=_now_ms())
+    print(report.model_dump_json(indent=1) if hasattr(report, "model_dump_json") else report)
+    return 0
+
+
+@command("cycle", "One scheduled cycle: ingest -> forecast -> publish.", "coin-predict cycle --timeframes 1h")
+def _cycle(args: argparse.Namespace, settings: Settings) -> int:
+    from .pipeline import run_cycle
+
+    report = run_cycle(settings, timeframes=_csv(args.timeframes), progress=_ProgressPrinter())
+    _print_ingest(report.ingest)
+    print(f"forecasts: {report.forecasts}\npublished {report.published_files} changed file(s) in {report.seconds:.1f}s")
+    return 0 if report.ingest.ok else 1
+
+
+@command("status", "Print the freshness of every series (the data of status.json).", "coin-predict status")
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from .publish import series_status
+
+    from .storage import open_store
+
+    with open_store(settings) as store:
+        rows = series_status(store, settings, now_ms=_now_ms())
+    print(json.dumps(rows, indent=1, default=str))
+    return 0
+
+
+@command("config", "Show the effective settings (secrets masked) and the timeframe policy matrix.", "coin-predict config")
+def _config(args: argparse.Namespace, settings: Settings) -> int:
+    payload = settings.redacted()
+    payload["policies"] = {tf: p.model_dump() for tf, p in settings.policies.items()}
+    print(json.dumps(payload, indent=1, default=str))
+    return 0
+
+
+@command("exchange", "Run the simulated Binance-compatible exchange on 127.0.0.1.",
+         "coin-predict exchange --port 8765 --replay-dir ../shared/data/market")
+def _exchange(args: argparse.Namespace, settings: Settings) -> int:
+    from .exchange_sim import serve_forever
+
+    serve_forever(host=args.host, port=args.port, symbols=settings.target_symbols, replay_dir=args.replay_dir)
+    return 0
+
+
+@command("demo", "Run the whole product offline: simulated exchange, backfill, train, forecast, publish.",
+         "coin-predict demo --serve 8000")
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .demo import run_demo
+
+    return run_demo(settings, serve_port=args.serve, lookback_days=args.lookback_days)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coin-predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"coin-predict {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, example, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name in {"ingest", "train", "forecast", "cycle"}:
+            p.add_argument("--symbols", help="comma-separated symbols (default: TARGET_SYMBOLS)")
+            p.add_argument("--timeframes", help="comma-separated timeframes (default: INGEST_TIMEFRAMES)")
+        if name == "train":
+            p.add_argument("--lookback", type=int, help="train on the latest N candles only")
+        if name == "exchange":
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=8765)
+            p.add_argument("--replay-dir", help="replay binance_{SLUG}_{TF}.csv files from this folder")
+        if name == "demo":
+            p.add_argument("--serve", type=int, metavar="PORT", help="serve public/ on 127.0.0.1:PORT afterwards")
+            p.add_argument("--lookback-days", type=int, default=120, help="1h history to backfill (default 120)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        return COMMANDS[args.command][2](args, settings)
+    except CoinPredictError as exc:
+        print(f"coin-predict: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("coin-predict: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

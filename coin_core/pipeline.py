@@ -1,0 +1,79 @@
+"""Whole-product steps the CLI runs in one process (the Prefect flows wire the same functions)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable
+
+from pydantic import BaseModel
+
+from . import timeframes as tfs
+from .config import Settings
+from .ingest import IngestReport, Progress, run_ingest
+from .storage import open_store
+
+__all__ = ["CycleReport", "run_train", "run_forecast", "run_publish", "run_cycle"]
+
+log = logging.getLogger(__name__)
+
+
+class CycleReport(BaseModel):
+    ingest: IngestReport
+    forecasts: dict[str, str]
+    published_files: int
+    seconds: float
+
+
+def _series(settings: Settings, symbols: Iterable[str] | None, timeframes: Iterable[str] | None) -> list[tuple[str, tfs.Timeframe]]:
+    syms = list(symbols or settings.target_symbols)
+    tfl = [tfs.parse_timeframe(t) for t in (timeframes or settings.ingest_timeframes)]
+    return [(s, t) for s in syms for t in tfl]
+
+
+def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
+              lookback: int | None = None) -> dict[str, str]:
+    """Fit and register the champion spec for every series; returns series -> version or reason."""
+    from .forecast.training import train_series
+
+    results: dict[str, str] = {}
+    with open_store(settings) as store:
+        for symbol, tf in _series(settings, symbols, timeframes):
+            if not settings.policy(tf).predicted:
+                continue
+            result = train_series(store, settings, symbol, tf, lookback=lookback)
+            results[f"{symbol} {tf}"] = str(getattr(result, "model_version", None) or getattr(result, "status", result))
+    return results
+
+
+def run_forecast(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None = None,
+                 timeframes: Iterable[str] | None = None) -> dict[str, str]:
+    """Forecast every predicted series from its latest closed candle; returns series -> status."""
+    from .forecast.predict import forecast_series
+
+    results: dict[str, str] = {}
+    with open_store(settings) as store:
+        for symbol, tf in _series(settings, symbols, timeframes):
+            if settings.policy(tf).predicted:
+                outcome = forecast_series(store, settings, symbol, tf, now_ms=now_ms)
+                results[f"{symbol} {tf}"] = str(getattr(outcome, "status", outcome))
+    return results
+
+
+def run_publish(settings: Settings, *, now_ms: int):  # -> PublishReport
+    from .publish import publish_site
+
+    with open_store(settings) as store:
+        return publish_site(store, settings, now_ms=now_ms)
+
+
+def run_cycle(settings: Settings, *, timeframes: Iterable[str] | None = None, now_ms: int | None = None,
+              progress: Progress | None = None) -> CycleReport:
+    """ingest -> forecast -> publish, one causal chain in one process."""
+    began = time.monotonic()
+    ingest = run_ingest(settings, timeframes=timeframes, now_ms=now_ms, progress=progress)
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    forecasts = run_forecast(settings, now_ms=now, timeframes=timeframes)
+    report = run_publish(settings, now_ms=now)
+    written = int(getattr(report, "written", 0) or 0)
+    return CycleReport(ingest=ingest, forecasts=forecasts, published_files=written, seconds=time.monotonic() - began)
