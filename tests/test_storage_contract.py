@@ -1,0 +1,251 @@
+"""The storage contract: the same tests held against every backend (SQLite and a real influxd)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from coin_core import timeframes as tfs
+from coin_core.candles import COLUMNS
+from coin_core.errors import DataValidationError, StorageBudgetExceeded
+from coin_core.storage import CandleStore, Forecast
+from coin_core.storage.sqlite import SQLiteStore
+
+T0 = 1_672_531_200_000  # 2023-01-01 00:00 UTC, aligned to every timeframe but 1w
+HOUR = 3_600_000
+
+
+def candles(n: int, tf: tfs.Timeframe = "1h", start: int = T0, seed: int = 1) -> pd.DataFrame:
+    """``n`` consecutive valid candles with non-round prices (exact float round-trips matter)."""
+    rng = np.random.default_rng(seed)
+    ts = [start]
+    for _ in range(n - 1):
+        ts.append(tfs.add(ts[-1], tf))
+    close = 20_000 + np.cumsum(rng.normal(0, 25, n)) + rng.random(n) / 7
+    open_ = close + rng.normal(0, 10, n)
+    high = np.maximum(open_, close) + rng.random(n) * 5
+    low = np.minimum(open_, close) - rng.random(n) * 5
+    volume = rng.random(n) * 100
+    return pd.DataFrame({"ts": np.array(ts, dtype="int64"), "open": open_, "high": high, "low": low,
+                         "close": close, "volume": volume})
+
+
+@pytest.fixture(params=["sqlite", pytest.param("influxdb", marks=pytest.mark.influx)])
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[CandleStore]:
+    if request.param == "sqlite":
+        backend: CandleStore = SQLiteStore(tmp_path / "candles.sqlite3")
+        yield backend
+        backend.close()
+    else:
+        yield request.getfixturevalue("influx_store")
+
+
+def test_upsert_is_idempotent(store: CandleStore) -> None:
+    frame = candles(30)
+    assert store.write_candles("BTC/USDT", "1h", frame) == 30
+    assert store.write_candles("BTC/USDT", "1h", frame) == 30
+    assert store.count("BTC/USDT", "1h") == 30
+    pd.testing.assert_frame_equal(store.read_candles("BTC/USDT", "1h"), frame)
+
+
+def test_conflicting_rewrite_replaces(store: CandleStore) -> None:
+    frame = candles(10)
+    store.write_candles("BTC/USDT", "1h", frame)
+    changed = frame.iloc[3:6].copy()
+    changed[["open", "high", "low", "close"]] = [[101.5, 110.25, 99.125, 105.0]] * 3
+    store.write_candles("BTC/USDT", "1h", changed)
+    expected = frame.copy()
+    expected.iloc[3:6, 1:5] = [[101.5, 110.25, 99.125, 105.0]] * 3
+    assert store.count("BTC/USDT", "1h") == 10
+    pd.testing.assert_frame_equal(store.read_candles("BTC/USDT", "1h"), expected)
+
+
+def test_unsorted_input_is_stored_in_order(store: CandleStore) -> None:
+    frame = candles(20)
+    shuffled = frame.sample(frac=1.0, random_state=7)
+    assert not shuffled["ts"].is_monotonic_increasing
+    store.write_candles("BTC/USDT", "1h", shuffled)
+    pd.testing.assert_frame_equal(store.read_candles("BTC/USDT", "1h"), frame)
+
+
+def test_paged_reads_are_bounded_and_window_is_inclusive(store: CandleStore) -> None:
+    frame = candles(25)
+    store.write_candles("BTC/USDT", "1h", frame)
+    pages = list(store.iter_candles("BTC/USDT", "1h", chunk_size=7))
+    assert [len(p) for p in pages] == [7, 7, 7, 4]
+    pd.testing.assert_frame_equal(pd.concat(pages, ignore_index=True), frame)
+    ts = frame["ts"]
+    window = store.read_candles("BTC/USDT", "1h", start=int(ts[3]), end=int(ts[10]))
+    pd.testing.assert_frame_equal(window, frame.iloc[3:11].reset_index(drop=True))
+    between = store.read_candles("BTC/USDT", "1h", start=int(ts[3]) + 1, end=int(ts[10]) - 1)
+    assert between["ts"].tolist() == ts[4:10].tolist()
+    assert store.read_candles("BTC/USDT", "1h", start=int(ts[24]) + 1).empty
+
+
+def test_iter_candles_never_yields_more_than_chunk_size(store: CandleStore) -> None:
+    store.write_candles("ETH/USDT", "1h", candles(21))
+    pages = list(store.iter_candles("ETH/USDT", "1h", start=T0, chunk_size=7))
+    assert [len(p) for p in pages] == [7, 7, 7]
+    assert all(p["ts"].is_monotonic_increasing for p in pages)
+    assert pages[0]["ts"].iloc[-1] < pages[1]["ts"].iloc[0]
+    singles = list(store.iter_candles("ETH/USDT", "1h", chunk_size=1))
+    assert len(singles) == 21 and max(len(p) for p in singles) == 1
+
+
+def test_tail_returns_latest_ascending(store: CandleStore) -> None:
+    frame = candles(25)
+    store.write_candles("BTC/USDT", "1h", frame.sample(frac=1.0, random_state=3))
+    pd.testing.assert_frame_equal(store.tail("BTC/USDT", "1h", 5), frame.iloc[-5:].reset_index(drop=True))
+    pd.testing.assert_frame_equal(store.tail("BTC/USDT", "1h", 100), frame)
+    assert store.tail("ETH/USDT", "1h", 5).empty
+
+
+def test_bounds_and_latest(store: CandleStore) -> None:
+    assert store.bounds("BTC/USDT", "1h") is None
+    assert store.latest_ts("BTC/USDT", "1h") is None
+    frame = candles(12)
+    store.write_candles("BTC/USDT", "1h", frame)
+    assert store.bounds("BTC/USDT", "1h") == (T0, T0 + 11 * HOUR)
+    assert store.latest_ts("BTC/USDT", "1h") == T0 + 11 * HOUR
+
+
+def test_count_with_windows(store: CandleStore) -> None:
+    store.write_candles("BTC/USDT", "1h", candles(24))
+    assert store.count("BTC/USDT", "1h") == 24
+    assert store.count("BTC/USDT", "1h", start=T0 + 20 * HOUR) == 4
+    assert store.count("BTC/USDT", "1h", end=T0 + 2 * HOUR) == 3
+    assert store.count("BTC/USDT", "1h", start=T0 + HOUR, end=T0 + 3 * HOUR) == 3
+    assert store.count("BTC/USDT", "1h", start=T0 + 30 * HOUR) == 0
+    assert store.count("BTC/USDT", "1d") == 0
+
+
+def test_delete_range_is_inclusive(store: CandleStore) -> None:
+    frame = candles(20)
+    store.write_candles("BTC/USDT", "1h", frame)
+    store.delete_range("BTC/USDT", "1h", T0 + 5 * HOUR, T0 + 9 * HOUR)
+    assert store.count("BTC/USDT", "1h") == 15
+    remaining = store.read_candles("BTC/USDT", "1h")["ts"].tolist()
+    assert remaining == [T0 + i * HOUR for i in range(20) if not 5 <= i <= 9]
+    store.delete_range("BTC/USDT", "1h", None, T0 + 2 * HOUR)  # retention: everything up to end
+    assert store.bounds("BTC/USDT", "1h") == (T0 + 3 * HOUR, T0 + 19 * HOUR)
+    assert store.count("BTC/USDT", "1h") == 12
+
+
+def test_series_are_isolated_by_symbol_and_timeframe(store: CandleStore) -> None:
+    btc_h, eth_h = candles(10, seed=1), candles(10, seed=2)
+    btc_d, btc_min = candles(5, "1d", seed=3), candles(6, "1m", seed=4)
+    btc_month = candles(4, "1M", start=1_672_531_200_000, seed=5)
+    store.write_candles("BTC/USDT", "1h", btc_h)
+    store.write_candles("ETH/USDT", "1h", eth_h)
+    store.write_candles("BTC/USDT", "1d", btc_d)
+    store.write_candles("BTC/USDT", "1m", btc_min)
+    store.write_candles("BTC/USDT", "1M", btc_month)
+    pd.testing.assert_frame_equal(store.read_candles("ETH/USDT", "1h"), eth_h)
+    pd.testing.assert_frame_equal(store.read_candles("BTC/USDT", "1m"), btc_min)  # "1m" is not "1M"
+    pd.testing.assert_frame_equal(store.read_candles("BTC/USDT", "1M"), btc_month)
+    store.delete_range("BTC/USDT", "1h", None, T0 + 100 * HOUR)
+    assert store.count("BTC/USDT", "1h") == 0
+    assert store.count("ETH/USDT", "1h") == 10 and store.count("BTC/USDT", "1d") == 5
+    pd.testing.assert_frame_equal(store.tail("BTC/USDT", "1d", 2), btc_d.iloc[-2:].reset_index(drop=True))
+
+
+def test_series_listing(store: CandleStore) -> None:
+    assert store.series() == []
+    store.write_candles("ETH/USDT", "1h", candles(3))
+    store.write_candles("BTC/USDT", "1d", candles(3, "1d"))
+    store.write_candles("BTC/USDT", "1h", candles(3))
+    assert store.series() == [("BTC/USDT", "1d"), ("BTC/USDT", "1h"), ("ETH/USDT", "1h")]
+    store.delete_range("BTC/USDT", "1d", None, T0 + 10 * 24 * HOUR)
+    assert store.series() == [("BTC/USDT", "1h"), ("ETH/USDT", "1h")]
+
+
+def test_known_gaps_round_trip(store: CandleStore) -> None:
+    assert store.known_gaps("BTC/USDT", "1h") == []
+    store.add_known_gap("BTC/USDT", "1h", T0 + 10 * HOUR, T0 + 12 * HOUR)
+    store.add_known_gap("BTC/USDT", "1h", T0, T0 + 2 * HOUR)
+    store.add_known_gap("ETH/USDT", "1h", T0 + 5 * HOUR, T0 + 5 * HOUR)
+    store.add_known_gap("BTC/USDT", "1h", T0 + 10 * HOUR, T0 + 13 * HOUR)  # same start: replaced
+    assert store.known_gaps("BTC/USDT", "1h") == [(T0, T0 + 2 * HOUR), (T0 + 10 * HOUR, T0 + 13 * HOUR)]
+    assert store.known_gaps("ETH/USDT", "1h") == [(T0 + 5 * HOUR, T0 + 5 * HOUR)]
+    assert store.known_gaps("BTC/USDT", "1d") == []
+    with pytest.raises(DataValidationError):
+        store.add_known_gap("BTC/USDT", "1h", T0 + HOUR, T0)
+
+
+def _forecast(issued_at: int, version: str, seed: int, symbol: str = "BTC/USDT") -> Forecast:
+    rng = np.random.default_rng(seed)
+    yhat = 20_000 + rng.normal(0, 50, 24)
+    points = pd.DataFrame({"ts": np.arange(24, dtype="int64") * HOUR + T0 + 48 * HOUR, "yhat": yhat,
+                           "yhat_lower": yhat - rng.random(24) * 30, "yhat_upper": yhat + rng.random(24) * 30})
+    return Forecast(symbol, "1h", issued_at, version, T0 + 47 * HOUR, points)
+
+
+def test_forecast_round_trip_latest_wins(store: CandleStore) -> None:
+    assert store.latest_forecast("BTC/USDT", "1h") is None
+    newer, older = _forecast(T0 + 48 * HOUR + 61_234, "prophet-v2", 1), _forecast(T0 + 47 * HOUR + 5, "prophet-v1", 2)
+    store.write_forecast(newer)
+    store.write_forecast(older)  # written last but issued earlier: not the latest
+    store.write_forecast(_forecast(T0 + 50 * HOUR, "naive", 3, symbol="ETH/USDT"))
+    got = store.latest_forecast("BTC/USDT", "1h")
+    assert got is not None
+    assert (got.symbol, got.timeframe, got.issued_at, got.model_version, got.input_last_ts) == (
+        "BTC/USDT", "1h", newer.issued_at, "prophet-v2", newer.input_last_ts)
+    pd.testing.assert_frame_equal(got.points, newer.points)
+    assert store.latest_forecast("BTC/USDT", "1d") is None
+    with pytest.raises(DataValidationError, match="yhat_upper"):
+        store.write_forecast(Forecast("BTC/USDT", "1h", T0, "x", T0, newer.points.drop(columns="yhat_upper")))
+
+
+@pytest.mark.parametrize("defect", ["high below close", "misaligned", "nan"])
+def test_invalid_candle_is_refused_and_nothing_stored(store: CandleStore, defect: str) -> None:
+    frame = candles(10)
+    if defect == "high below close":
+        frame.loc[4, "high"] = frame.loc[4, "close"] - 1
+    elif defect == "misaligned":
+        frame.loc[4, "ts"] += 60_000
+    else:
+        frame.loc[4, "volume"] = float("nan")
+    with pytest.raises(DataValidationError, match="invalid candle"):
+        store.write_candles("BTC/USDT", "1h", frame)
+    assert store.count("BTC/USDT", "1h") == 0
+    assert store.series() == []
+
+
+def test_budget_guard_refuses_to_grow(store: CandleStore) -> None:
+    store.write_candles("BTC/USDT", "1h", candles(10))
+    assert store.size_bytes() > 0
+    store.budget_bytes = 1
+    with pytest.raises(StorageBudgetExceeded, match="STORAGE_BUDGET_GB"):
+        store.write_candles("BTC/USDT", "1h", candles(5, start=T0 + 10 * HOUR))
+    assert store.count("BTC/USDT", "1h") == 10
+    store.budget_bytes = 10 * 1024**3
+    assert store.write_candles("BTC/USDT", "1h", candles(5, start=T0 + 10 * HOUR)) == 5
+
+
+def test_month_timeframe_uses_calendar_boundaries(store: CandleStore) -> None:
+    frame = candles(14, "1M", start=1_635_724_800_000)  # 2021-11-01, across a year end and February
+    store.write_candles("BTC/USDT", "1M", frame)
+    got = store.read_candles("BTC/USDT", "1M")
+    days = [tfs.to_datetime(int(t)).strftime("%Y-%m-%d %H:%M") for t in got["ts"]]
+    assert days[:5] == ["2021-11-01 00:00", "2021-12-01 00:00", "2022-01-01 00:00", "2022-02-01 00:00", "2022-03-01 00:00"]
+    assert days[-1] == "2022-12-01 00:00"
+    assert store.bounds("BTC/USDT", "1M") == (1_635_724_800_000, int(frame["ts"].iloc[-1]))
+    assert store.count("BTC/USDT", "1M", start=1_640_995_200_000, end=1_643_673_600_000) == 2  # Jan+Feb 2022
+
+
+def test_empty_write_is_a_no_op(store: CandleStore) -> None:
+    assert store.write_candles("BTC/USDT", "1h", candles(3).iloc[0:0]) == 0
+    assert store.count("BTC/USDT", "1h") == 0
+    assert list(COLUMNS) == list(store.read_candles("BTC/USDT", "1h").columns)
+
+
+def test_extreme_values_round_trip_exactly(store: CandleStore) -> None:
+    frame = candles(4, "1d")
+    frame["volume"] = [0.0, 1e-9, 123456789012345.67, 3.0]
+    frame.loc[1, ["open", "high", "low", "close"]] = [1e-8, 3e-8, 1e-8, 2.000000000000001e-8]
+    frame.loc[2, ["open", "high", "low", "close"]] = [1.5e15, 2e15, 1e15, 1.75e15]
+    store.write_candles("SHIB/USDT", "1d", frame)
+    pd.testing.assert_frame_equal(store.read_candles("SHIB/USDT", "1d"), frame, check_exact=True)
