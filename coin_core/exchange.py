@@ -1,0 +1,222 @@
+"""The one place that touches ccxt: markets, exchange time and OHLCV pages, with retries.
+
+Error translation at this boundary (ccxt -> :mod:`coin_core.errors`):
+
+* ``ccxt.OperationFailed`` and its subclasses — ``NetworkError``, ``RequestTimeout``,
+  ``RateLimitExceeded``/``DDoSProtection`` (429/418), ``ExchangeNotAvailable``/``OnMaintenance``
+  (5xx), Binance ``-1001`` — are *transient*: retried with exponential backoff and jitter,
+  honouring ``Retry-After``, at most ``EXCHANGE_MAX_RETRIES`` times, then
+  :class:`TransientExchangeError`. A ``Retry-After`` longer than the backoff cap (an IP ban)
+  is not slept through: it fails at once with ``retry_after`` set, for the scheduler to retry.
+* every other ccxt error — ``BadSymbol``, ``BadRequest``, ``AuthenticationError``,
+  ``PermissionDenied``, ``NotSupported``, plain ``ExchangeError`` — is *permanent*:
+  :class:`PermanentExchangeError` at once, no retry.
+
+Messages never carry the API key or secret: both are redacted, and when a lower-level message
+contained one, the ccxt exception is not chained either.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Iterable, TypeVar
+from urllib.parse import urlsplit
+
+import ccxt
+
+from . import timeframes as tfs
+from .config import Settings
+from .errors import ConfigError, PermanentExchangeError, TransientExchangeError
+from .symbols import check_listed, parse_symbol
+
+__all__ = ["ExchangeClient", "MAX_PAGE"]
+
+T = TypeVar("T")
+MAX_PAGE = 1000  # Binance's spot klines maximum; ccxt clamps to it as well
+_MAX_MESSAGE = 400
+
+
+def _point_urls_at(exchange: ccxt.Exchange, base_url: str) -> None:
+    """Keep each REST URL's path but send it to ``base_url`` (e.g. the simulated exchange)."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError(f"invalid EXCHANGE_API_URL {base_url!r}: expected http(s)://host[:port]")
+    root = base_url.rstrip("/")
+    api = exchange.urls.get("api")
+    if isinstance(api, str):
+        exchange.urls["api"] = root + urlsplit(api).path
+    elif isinstance(api, dict):
+        exchange.urls["api"] = {k: root + urlsplit(v).path for k, v in api.items() if isinstance(v, str)}
+    else:
+        raise ConfigError(f"{exchange.id} has no REST URL table to override with EXCHANGE_API_URL")
+
+
+def _build(settings: Settings, rate_limit_ms: int | None) -> ccxt.Exchange:
+    cls = getattr(ccxt, settings.exchange_id, None)
+    if not (isinstance(cls, type) and issubclass(cls, ccxt.Exchange)):
+        raise ConfigError(f"unknown EXCHANGE_ID {settings.exchange_id!r}: not an exchange ccxt supports")
+    config: dict[str, Any] = {"enableRateLimit": True, "timeout": int(settings.exchange_timeout_s * 1000)}
+    if rate_limit_ms is not None:
+        config["rateLimit"] = rate_limit_ms
+    if settings.exchange_api_key is not None:
+        config["apiKey"] = settings.exchange_api_key.get_secret_value()
+    if settings.exchange_secret is not None:
+        config["secret"] = settings.exchange_secret.get_secret_value()
+    exchange: ccxt.Exchange = cls(config)
+    if isinstance(exchange, ccxt.binance):
+        # Spot only: no futures/options exchangeInfo, no margin pairs, no sapi currencies call
+        # (private, and absent from the simulated exchange).
+        exchange.options["fetchMarkets"] = {"types": ["spot"], "loadAllOptions": False}
+        exchange.options["fetchCurrencies"] = False
+        exchange.options["fetchMargins"] = False
+    if settings.exchange_api_url:
+        _point_urls_at(exchange, settings.exchange_api_url)
+    return exchange
+
+
+def _parse_retry_after(raw: str | None) -> float | None:
+    """``Retry-After`` is seconds or an HTTP date; None when absent or unreadable."""
+    if raw is None or not str(raw).strip():
+        return None
+    text = str(raw).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(text).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class ExchangeClient:
+    """A ccxt exchange configured from :class:`Settings`, with retries and error translation.
+
+    ``sleep``, ``backoff_base_s``/``backoff_cap_s`` and ``rng`` are injectable so tests are fast
+    and deterministic; ``rate_limit_ms`` overrides ccxt's throttle interval (None keeps ccxt's).
+    Like the ccxt instance it wraps, a client is not shared between threads: use one per thread.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff_base_s: float = 1.0,
+        backoff_cap_s: float = 30.0,
+        rate_limit_ms: int | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.exchange_id = settings.exchange_id
+        self._max_retries = settings.exchange_max_retries
+        self._sleep = sleep
+        self._base, self._cap = backoff_base_s, backoff_cap_s
+        self._rng = rng or random.Random()
+        self._secrets = [s.get_secret_value() for s in (settings.exchange_api_key, settings.exchange_secret)
+                         if s is not None and s.get_secret_value()]
+        self._exchange = _build(settings, rate_limit_ms)
+        self._markets: list[str] | None = None
+
+    # -- public API ------------------------------------------------------------------------
+
+    def markets(self) -> list[str]:
+        """Unified symbols of the active spot markets (loaded once per client)."""
+        if self._markets is None:
+            loaded = self._call("load_markets", self._exchange.load_markets)
+            self._markets = sorted(
+                s for s, m in loaded.items() if m.get("spot") and m.get("active") is not False
+            )
+        return list(self._markets)
+
+    def check_symbols(self, symbols: Iterable[str]) -> None:
+        """ConfigError naming every symbol the exchange does not list."""
+        check_listed([parse_symbol(s) for s in symbols], self.markets(), self.exchange_id)
+
+    def now_ms(self) -> int:
+        """The exchange's clock when it has one (closed-candle decisions use exchange time)."""
+        if self._exchange.has.get("fetchTime"):
+            value = self._call("fetch_time", self._exchange.fetch_time)
+            if value is not None:
+                return int(value)
+        return int(time.time() * 1000)
+
+    def fetch_ohlcv(self, symbol: str, tf: str, since: int | None, limit: int = MAX_PAGE,
+                    until: int | None = None) -> list[list[Any]]:
+        """One page of raw ccxt OHLCV rows ``[ts, o, h, l, c, v]``, oldest first.
+
+        Rows are returned as parsed by ccxt, unvalidated (a malformed value is ``None``):
+        :func:`coin_core.candles.validate_candles` decides what is stored.
+        """
+        symbol, timeframe = parse_symbol(symbol), tfs.parse_timeframe(tf)
+        if limit < 1:
+            raise ConfigError(f"fetch_ohlcv limit must be >= 1, got {limit}")
+        self.markets()
+        params = {} if until is None else {"until": int(until)}
+        what = f"fetch_ohlcv {symbol} {timeframe}"
+        rows = self._call(what, self._exchange.fetch_ohlcv, symbol, timeframe, since, min(limit, MAX_PAGE), params)
+        return [list(r) for r in rows]
+
+    def earliest_ts(self, symbol: str, tf: str) -> int | None:
+        """Open time of the first candle the exchange has for the series (None: no data)."""
+        rows = self.fetch_ohlcv(symbol, tf, since=0, limit=1)
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def close(self) -> None:
+        """Release the HTTP session."""
+        session = getattr(self._exchange, "session", None)
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> "ExchangeClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- retries and translation -----------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            self._exchange.last_response_headers = None  # a stale header must not steer a retry
+            try:
+                return fn(*args)
+            except ccxt.OperationFailed as exc:
+                retry_after = self._retry_after()
+                if attempt > self._max_retries or (retry_after or 0.0) > self._cap:
+                    error = TransientExchangeError(self._message(what, exc, attempt), retry_after)
+                    raise error from self._cause(exc)
+                self._sleep(self._delay(attempt, retry_after))
+            except ccxt.BaseError as exc:
+                raise PermanentExchangeError(self._message(what, exc, attempt)) from self._cause(exc)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with equal jitter, never shorter than the server's Retry-After."""
+        backoff = min(self._cap, self._base * 2 ** (attempt - 1))
+        jittered = backoff / 2 + self._rng.uniform(0, backoff / 2)
+        return min(self._cap, max(jittered, retry_after or 0.0))
+
+    def _retry_after(self) -> float | None:
+        headers = self._exchange.last_response_headers or {}
+        raw = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+        return _parse_retry_after(raw)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _cause(self, exc: BaseException) -> BaseException | None:
+        """Chain the ccxt error unless its text (or its own cause's) holds a secret."""
+        texts = [str(exc), repr(exc.__cause__), repr(exc.__context__)]
+        return None if any(s in t for s in self._secrets for t in texts) else exc
+
+    def _message(self, what: str, exc: BaseException, attempts: int) -> str:
+        detail = " ".join(self._redact(str(exc)).split())
+        if len(detail) > _MAX_MESSAGE:
+            detail = detail[:_MAX_MESSAGE] + "..."
+        tries = f" after {attempts} attempt(s)" if attempts > 1 else ""
+        return f"{self.exchange_id} {what} failed{tries}: {type(exc).__name__}: {detail}"

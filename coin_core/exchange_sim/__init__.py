@@ -1,0 +1,26 @@
+"""A simulated Binance spot exchange on loopback, for ccxt to run unchanged against (SPEC §7).
+
+Public API: :class:`SimExchange` (start/stop, ``faults``, ``missing_range``, ``expected_closed``,
+``requests``), :func:`serve_forever` for ``coin-predict exchange serve``, and :func:`replay_files`.
+"""
+
+from __future__ import annotations
+
+from .clock import SimClock
+from .faults import Fault, FaultKind, Faults, MalformedVariant
+from .series import DEFAULT_LISTING_MS, Kline
+from .server import RequestRecord, SimExchange, replay_files, serve_forever
+
+__all__ = [
+    "SimExchange",
+    "SimClock",
+    "RequestRecord",
+    "Faults",
+    "Fault",
+    "FaultKind",
+    "MalformedVariant",
+    "Kline",
+    "DEFAULT_LISTING_MS",
+    "replay_files",
+    "serve_forever",
+]

@@ -1,0 +1,264 @@
+"""The simulated exchange: a loopback HTTP server speaking the Binance spot REST subset ccxt uses.
+
+    with SimExchange(symbols=("BTC/USDT", "ETH/USDT")) as sim:
+        exchange = ccxt.binance()
+        exchange.urls["api"] = {"public": sim.base_url + "/api/v3", ...}
+        sim.faults.add("rate_limit", count=2)
+
+Time comes from ``clock`` (seconds, like :func:`time.time`), so a test can move it; candles close
+as it passes. Ground truth for tests is :meth:`SimExchange.expected_closed`, and every request is
+logged in :attr:`SimExchange.requests`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from .. import timeframes as tfs
+from ..symbols import parse_symbol
+from .faults import Faults
+from .handler import BadParam, Handler
+from .klines import MissingRanges, forward_opens, newest_open, select
+from .market import ERR_INVALID_SYMBOL, error_body, exchange_info, market_id, symbol_info
+from .series import DEFAULT_LISTING_MS, Kline, ReplaySeries, Series, SyntheticSeries
+
+__all__ = ["SimExchange", "RequestRecord", "replay_files", "serve_forever"]
+
+Clock = Callable[[], float]
+_REPLAY_NAME = re.compile(r"^[a-z0-9]+_([A-Z0-9]{2,15})-([A-Z0-9]{2,10})_(1m|1h|1d|1w|1M)\.csv$")
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request: ``status`` None while it is being answered, 0 when a fault dropped it."""
+
+    path: str
+    params: dict[str, str]
+    status: int | None
+    fault: str | None
+    at_ms: int = field(compare=False)
+
+
+class SimExchange:
+    """A simulated Binance spot exchange on ``http://host:port``; see the module docstring."""
+
+    def __init__(
+        self,
+        symbols: Iterable[str] = ("BTC/USDT", "ETH/USDT"),
+        *,
+        clock: Clock | None = None,
+        listing_ms: int | Mapping[str, int] | None = None,
+        replay: Mapping[tuple[str, str], str | Path] | None = None,
+        in_progress: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._clock = clock or time.time
+        self._replay = {(parse_symbol(s), tfs.parse_timeframe(tf)): Path(p) for (s, tf), p in (replay or {}).items()}
+        listed = [parse_symbol(s) for s in symbols] + [s for s, _ in self._replay]
+        self.symbols: list[str] = list(dict.fromkeys(listed))
+        self._listing = listing_ms
+        self.in_progress = in_progress
+        self.faults = Faults()
+        self.missing = MissingRanges()
+        self._host, self._port = host, port
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, str], Series] = {}
+        self._by_id = {market_id(s): s for s in self.symbols}
+        self._log: dict[int, RequestRecord] = {}  # by arrival number (dicts keep order)
+        self._arrivals = 0
+        self._weight: tuple[int, int] = (0, 0)
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def replayed(self) -> list[tuple[str, tfs.Timeframe]]:
+        """The (symbol, timeframe) series served from files."""
+        return list(self._replay)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Bind, serve in a background thread and return the base URL."""
+        if self._server is not None:
+            return self.base_url
+        server = ThreadingHTTPServer((self._host, self._port), Handler)
+        server.daemon_threads = True
+        server.sim = self  # type: ignore[attr-defined]
+        self._stopping.clear()
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="sim-exchange", daemon=True)
+        self._thread.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop serving; requests sleeping in a latency fault are woken up first."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> "SimExchange":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the simulated exchange is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- market data -----------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def missing_range(self, symbol: str, tf: str, start_ms: int, end_ms: int) -> None:
+        """An outage: no candle with an open time in ``[start_ms, end_ms]`` exists, ever."""
+        self.missing.add(parse_symbol(symbol), tfs.parse_timeframe(tf), start_ms, end_ms)
+
+    def delist(self, symbol: str) -> None:
+        """The market disappears: exchangeInfo omits it and klines answer -1121 Invalid symbol."""
+        symbol = parse_symbol(symbol)
+        with self._lock:
+            self._by_id.pop(market_id(symbol), None)
+            self.symbols = [s for s in self.symbols if s != symbol]
+
+    def listing_ms(self, symbol: str) -> int:
+        if isinstance(self._listing, Mapping):
+            return int(self._listing.get(symbol, DEFAULT_LISTING_MS))
+        return DEFAULT_LISTING_MS if self._listing is None else int(self._listing)
+
+    def series(self, symbol: str, tf: tfs.Timeframe) -> Series:
+        key = (parse_symbol(symbol), tf)
+        with self._lock:
+            found = self._series.get(key)
+            if found is None:
+                path = self._replay.get(key)
+                found = (ReplaySeries.from_csv(path, tf) if path is not None
+                         else SyntheticSeries(key[0], tf, self.listing_ms(key[0])))
+                self._series[key] = found
+        return found
+
+    def klines(self, symbol: str, tf: tfs.Timeframe, start_ms: int | None, end_ms: int | None,
+               limit: int) -> list[Kline]:
+        """What ``GET /api/v3/klines`` returns for a unified symbol."""
+        symbol = parse_symbol(symbol)
+        now = self.now_ms()
+        last = newest_open(now, tf, self.in_progress)
+        return select(self.series(symbol, tf), start_ms, end_ms, limit, last, self.missing.get(symbol, tf), now)
+
+    def klines_by_id(self, symbol_id: str, tf: tfs.Timeframe, start_ms: int | None, end_ms: int | None,
+                     limit: int) -> list[Kline] | None:
+        symbol = self._by_id.get(symbol_id)
+        return None if symbol is None else self.klines(symbol, tf, start_ms, end_ms, limit)
+
+    def exchange_info(self, symbol_id: str | None = None) -> dict[str, Any]:
+        if symbol_id is not None and symbol_id not in self._by_id:
+            raise BadParam(error_body(ERR_INVALID_SYMBOL))
+        chosen = [s for s in self.symbols if symbol_id is None or market_id(s) == symbol_id]
+        entries = [symbol_info(s, self._price_decimals(s)) for s in chosen]
+        return exchange_info(self.now_ms(), entries)
+
+    def _price_decimals(self, symbol: str) -> int:
+        series = self.series(symbol, "1d")
+        return series.price_decimals if isinstance(series, SyntheticSeries) else 2
+
+    def expected_closed(self, symbol: str, tf: tfs.Timeframe, start_ms: int, end_ms: int,
+                        now_ms: int | None = None) -> list[list[float]]:
+        """Ground truth: ``[ts, o, h, l, c, v]`` of every closed candle with open in [start, end]."""
+        symbol = parse_symbol(symbol)
+        upper = min(end_ms, tfs.last_closed_open(self.now_ms() if now_ms is None else now_ms, tf))
+        out: list[list[float]] = []
+        for ts in forward_opens(self.series(symbol, tf), start_ms, self.missing.get(symbol, tf)):
+            if ts > upper:
+                break
+            kline = self.series(symbol, tf).candle(ts)
+            if kline is not None:
+                out.append(kline.ohlcv())
+        return out
+
+    # -- request log -----------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._log.values())
+
+    def count(self, path: str | None = None) -> int:
+        """How many requests reached ``path`` (all paths when None)."""
+        with self._lock:
+            return sum(1 for r in self._log.values() if path is None or r.path == path)
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def _record(self, path: str, params: dict[str, str], fault: str | None) -> int:
+        """Log an arriving request; returns its number for :meth:`_finish`."""
+        record = RequestRecord(path, params, None, fault, self.now_ms())
+        with self._lock:
+            self._arrivals += 1
+            self._log[self._arrivals] = record
+            return self._arrivals
+
+    def _finish(self, number: int, status: int) -> None:
+        with self._lock:
+            if number in self._log:  # not cleared meanwhile
+                self._log[number] = replace(self._log[number], status=status)
+
+    def _use_weight(self, weight: int) -> int:
+        """Add to the used weight of the current minute and return the total (for the header)."""
+        minute = self.now_ms() // 60_000
+        with self._lock:
+            used = (self._weight[1] if self._weight[0] == minute else 0) + weight
+            self._weight = (minute, used)
+        return used
+
+
+def replay_files(directory: str | Path) -> dict[tuple[str, str], Path]:
+    """Find ``<exchange>_<BASE>-<QUOTE>_<tf>.csv`` files (the shared market data naming)."""
+    found: dict[tuple[str, str], Path] = {}
+    for path in sorted(Path(directory).glob("*.csv")):
+        match = _REPLAY_NAME.match(path.name)
+        if match:
+            found[(f"{match[1]}/{match[2]}", match[3])] = path
+    return found
+
+
+def serve_forever(
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    symbols: Iterable[str] = ("BTC/USDT", "ETH/USDT"),
+    replay_dir: str | Path | None = None,
+    in_progress: bool = True,
+) -> None:
+    """Run the simulated exchange in the foreground until interrupted (``coin-predict exchange serve``)."""
+    replay = replay_files(replay_dir) if replay_dir is not None else None
+    sim = SimExchange(symbols, replay=replay, in_progress=in_progress, host=host, port=port)
+    for symbol, tf in sim.replayed:
+        sim.series(symbol, tf)  # a bad file fails now, not at the first request
+    url = sim.start()
+    print(f"simulated exchange listening on {url} (EXCHANGE_API_URL={url}); Ctrl-C stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()

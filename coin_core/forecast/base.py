@@ -1,0 +1,327 @@
+"""The model contract every forecaster follows, its spec and its artifact format.
+
+Modelled on statsforecast: every model has the same shape (``fit`` / ``predict`` / ``save`` /
+``load``), the maths lives in small pure functions next to each model, and everything a fit
+learns sits in ONE attribute, ``state_``, a JSON-able dict. Artifacts are JSON envelopes, never
+pickle: loading a model file must not be able to run code.
+
+Time is integer UTC milliseconds (candle open times) everywhere, as in the rest of coin_core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+from abc import ABC, abstractmethod
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any, ClassVar, Sequence, TypeVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ModelError
+from ..fsutil import atomic_write_text
+from ..timeframes import Timeframe
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "SCHEMA_VERSION",
+    "DEFAULT_INTERVAL_WIDTH",
+    "PREDICTION_COLUMNS",
+    "Model",
+    "ModelSpec",
+    "ModelMetadata",
+    "library_versions",
+    "check_history",
+    "check_targets",
+    "check_prediction",
+    "model_class",
+    "read_artifact",
+    "read_metadata",
+    "z_score",
+    "step_ms_of",
+    "steps_ahead",
+]
+
+ARTIFACT_FORMAT = "coin-predict-model"
+SCHEMA_VERSION = 1
+DEFAULT_INTERVAL_WIDTH = 0.8  # Prophet's default: all models publish comparable 80% bands
+PREDICTION_COLUMNS = ("ts", "yhat", "yhat_lower", "yhat_upper")
+
+M = TypeVar("M", bound="Model")
+JsonScalar = str | int | float | bool | None
+
+_CLASSES: dict[str, type["Model"]] = {}
+
+
+class ModelSpec(BaseModel):
+    """What to fit: a model name and its parameters. Its hash names versions and cache keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    params: dict[str, JsonScalar] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _finite(cls, value: dict[str, JsonScalar]) -> dict[str, JsonScalar]:
+        bad = [k for k, v in value.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"non-finite parameter(s): {', '.join(bad)}")
+        return value
+
+    @property
+    def spec_hash(self) -> str:
+        """Stable over processes and dict order: sha256 of the canonical JSON."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    @property
+    def hash8(self) -> str:
+        return self.spec_hash[:8]
+
+
+class ModelMetadata(BaseModel):
+    """Who, what and from which data: travels inside every artifact."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+    model_version: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}-[0-9a-f]{8}-\d{14}(-\d{1,3})?$")
+    spec: ModelSpec
+    trained_at: int
+    symbol: str
+    timeframe: Timeframe
+    first_ts: int
+    last_ts: int
+    row_count: int = Field(ge=0)
+    libraries: dict[str, str] = Field(default_factory=dict)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that decide whether an artifact can be read back identically."""
+    found = {"python": platform.python_version(), "pandas": pd.__version__, "numpy": np.__version__}
+    for dist, key in (("prophet", "prophet"), ("coin-predict", "coin_core")):
+        try:
+            found[key] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            found[key] = "unknown"
+    return found
+
+
+# ---- small pure helpers shared by the models ----------------------------------------------
+def z_score(width: float) -> float:
+    """Two-sided normal quantile: 0.8 -> 1.2816."""
+    if not 0 < width < 1:
+        raise ModelError(f"interval width must be in (0, 1), got {width}")
+    return NormalDist().inv_cdf(0.5 + width / 2)
+
+
+def step_ms_of(ts: np.ndarray) -> int:
+    """The series' candle length: the median spacing (robust to exchange gaps; ~30.4 d for 1M)."""
+    if len(ts) < 2:
+        raise ModelError("need at least 2 observations to infer the candle spacing")
+    step = int(np.median(np.diff(ts)))
+    if step <= 0:
+        raise ModelError("history timestamps are not strictly increasing")
+    return step
+
+
+def steps_ahead(target_ts: np.ndarray, anchor_ts: int, step_ms: int) -> np.ndarray:
+    """How many candles after the anchor each target is (at least 1; rounding absorbs 1M)."""
+    return np.maximum(1, np.rint((target_ts - anchor_ts) / step_ms)).astype("int64")
+
+
+def check_history(history: pd.DataFrame, min_rows: int = 2) -> pd.DataFrame:
+    """Validated ``ts``/``y`` frame: int64 ascending unique ts, finite y."""
+    missing = [c for c in ("ts", "y") if c not in history.columns]
+    if missing:
+        raise ModelError(f"history lacks column(s): {', '.join(missing)}")
+    frame = history[["ts", "y"]].astype({"ts": "int64", "y": "float64"}).reset_index(drop=True)
+    if len(frame) < min_rows:
+        raise ModelError(f"history has {len(frame)} row(s); at least {min_rows} needed")
+    if not np.isfinite(frame["y"].to_numpy()).all():
+        raise ModelError("history contains non-finite values")
+    if not (np.diff(frame["ts"].to_numpy()) > 0).all():
+        raise ModelError("history timestamps must be strictly increasing")
+    return frame
+
+
+def check_targets(target_ts: Sequence[int]) -> np.ndarray:
+    values = np.asarray(list(target_ts), dtype="int64")
+    if values.ndim != 1 or len(values) == 0:
+        raise ModelError("predict needs at least one target timestamp")
+    return values
+
+
+def check_prediction(frame: pd.DataFrame, target_ts: np.ndarray) -> pd.DataFrame:
+    """Enforce the output contract; a model that breaks it raises instead of publishing junk."""
+    out = frame[list(PREDICTION_COLUMNS)].reset_index(drop=True)
+    out = out.astype({"ts": "int64", "yhat": "float64", "yhat_lower": "float64", "yhat_upper": "float64"})
+    if len(out) != len(target_ts) or not (out["ts"].to_numpy() == target_ts).all():
+        raise ModelError("prediction does not match the requested target timestamps")
+    values = out[["yhat", "yhat_lower", "yhat_upper"]].to_numpy()
+    if not np.isfinite(values).all():
+        raise ModelError("prediction contains non-finite values")
+    # Sampled bands (Prophet) can miss yhat by float noise; widen rather than reject.
+    out["yhat_lower"] = np.minimum(out["yhat_lower"], out["yhat"])
+    out["yhat_upper"] = np.maximum(out["yhat_upper"], out["yhat"])
+    return out
+
+
+# ---- the contract ---------------------------------------------------------------------------
+class Model(ABC):
+    """One forecaster. Subclasses set ``name`` and implement the four ``_`` methods."""
+
+    name: ClassVar[str] = "abstract"
+
+    def __init__(self, spec: ModelSpec | None = None) -> None:
+        self.spec = spec or ModelSpec(name=self.name)
+        if self.spec.name != self.name:
+            raise ModelError(f"spec names model {self.spec.name!r}, not {self.name!r}")
+        self._check_params(dict(self.spec.params))
+        self.state_: dict[str, Any] | None = None
+        self.metadata_: ModelMetadata | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _CLASSES[cls.name] = cls
+
+    # -- public API --
+    def fit(self: M, history: pd.DataFrame) -> M:
+        frame = check_history(history)
+        try:
+            self.state_ = self._fit(frame)
+        except ModelError:
+            raise
+        except Exception as exc:  # library internals (stan, numpy) -> the one error type
+            raise ModelError(f"{self.name} fit failed: {type(exc).__name__}: {exc}") from exc
+        return self
+
+    def predict(self, target_ts: Sequence[int], recent: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Forecast at ``target_ts`` (ascending candle open times).
+
+        ``recent`` is an optional ``ts``/``y`` tail of the latest observations. Models anchored on
+        the last value (naive, drift) re-anchor on it when it is newer than their fit, so a
+        champion trained earlier still forecasts from the latest stored candle; Prophet's fitted
+        trend already covers any target time and ignores it.
+        """
+        if self.state_ is None:
+            raise ModelError(f"{self.name} model is not fitted: call fit() or load() first")
+        targets = check_targets(target_ts)
+        tail = check_history(recent, min_rows=1) if recent is not None and len(recent) else None
+        try:
+            frame = self._predict(self.state_, targets, tail)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{self.name} predict failed: {type(exc).__name__}: {exc}") from exc
+        return check_prediction(frame, targets)
+
+    def save(self, path: Path, metadata: ModelMetadata | None = None) -> None:
+        """Write the artifact atomically as one JSON document."""
+        if self.state_ is None:
+            raise ModelError(f"cannot save an unfitted {self.name} model")
+        meta = metadata or self.metadata_
+        envelope = {
+            "format": ARTIFACT_FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "model": self.name,
+            "spec": self.spec.model_dump(mode="json"),
+            "metadata": meta.model_dump(mode="json") if meta else None,
+            "state": self.state_,
+        }
+        atomic_write_text(Path(path), json.dumps(envelope, separators=(",", ":"), allow_nan=False))
+
+    @classmethod
+    def load(cls: type[M], path: Path) -> M:
+        """Read an artifact; ``Model.load`` dispatches on the name inside it."""
+        model, _ = read_artifact(Path(path), expect=None if cls is Model else cls.name)
+        return model  # type: ignore[return-value]
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.state_ is not None
+
+    # -- what a model implements --
+    def _check_params(self, params: dict[str, Any]) -> None:
+        """Reject unknown or invalid spec parameters early (ModelError)."""
+
+    @abstractmethod
+    def _fit(self, history: pd.DataFrame) -> dict[str, Any]:
+        """Return the fitted state: a JSON-able dict."""
+
+    @abstractmethod
+    def _predict(self, state: dict[str, Any], target_ts: np.ndarray, recent: pd.DataFrame | None) -> pd.DataFrame:
+        """Return PREDICTION_COLUMNS for ``target_ts``."""
+
+    def _validate_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Check a loaded state before trusting it (ModelError on anything wrong)."""
+        return state
+
+
+def model_class(name: str) -> type[Model]:
+    from . import models  # noqa: F401  (registers every model class)
+
+    try:
+        return _CLASSES[name]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}: expected one of {', '.join(sorted(_CLASSES))}") from None
+
+
+def _read_envelope(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"model artifact {path.name} is missing") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model artifact {path.name}: {exc.strerror}") from exc
+    try:
+        envelope = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"model artifact {path.name} is not valid JSON (corrupt?)") from exc
+    if not isinstance(envelope, dict) or envelope.get("format") != ARTIFACT_FORMAT:
+        raise ModelError(f"{path.name} is not a coin-predict model artifact")
+    if envelope.get("schema_version") != SCHEMA_VERSION:
+        raise ModelError(f"{path.name} has schema_version {envelope.get('schema_version')!r}; expected {SCHEMA_VERSION}")
+    return envelope
+
+
+def read_metadata(path: Path) -> ModelMetadata | None:
+    """Only the metadata of an artifact (no model is built): cheap checks such as fit skipping."""
+    raw = _read_envelope(Path(path)).get("metadata")
+    try:
+        return ModelMetadata.model_validate(raw) if raw is not None else None
+    except ValidationError as exc:
+        raise ModelError(f"{Path(path).name} has invalid metadata: {exc.errors()[0]['msg']}") from exc
+
+
+def read_artifact(path: Path, expect: str | None = None) -> tuple[Model, ModelMetadata | None]:
+    """Load a model and its metadata; any problem is a ModelError naming the file."""
+    envelope = _read_envelope(path)
+    name = envelope.get("model")
+    if expect is not None and name != expect:
+        raise ModelError(f"{path.name} holds a {name!r} model, not {expect!r}")
+    try:
+        spec = ModelSpec.model_validate(envelope.get("spec"))
+        meta_raw = envelope.get("metadata")
+        meta = ModelMetadata.model_validate(meta_raw) if meta_raw is not None else None
+    except ValidationError as exc:
+        raise ModelError(f"{path.name} has an invalid spec or metadata: {exc.errors()[0]['msg']}") from exc
+    model = model_class(str(name))(spec)
+    state = envelope.get("state")
+    if not isinstance(state, dict):
+        raise ModelError(f"{path.name} has no fitted state")
+    try:
+        model.state_ = model._validate_state(state)
+    except ModelError as exc:
+        raise ModelError(f"{path.name}: {exc}") from exc
+    except Exception as exc:
+        raise ModelError(f"{path.name} has an unreadable {name} state: {type(exc).__name__}") from exc
+    model.metadata_ = meta
+    return model, meta

@@ -1,0 +1,225 @@
+"""Ingest against the real ccxt client and the simulated exchange, into real stores.
+
+Every fault test ends the same way: the store equals the exchange's closed candles — nothing
+lost, nothing duplicated, nothing invalid stored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from coin_core import timeframes as tfs
+from coin_core.config import Settings
+from coin_core.errors import StorageBudgetExceeded, StorageUnavailableError
+from coin_core.exchange import ExchangeClient
+from coin_core.exchange_sim import SimClock, SimExchange
+from coin_core.health import read_ingest_state
+from coin_core.ingest import find_missing_ranges, ingest_series, run_ingest
+from coin_core.storage import CandleStore
+from coin_core.storage.sqlite import SQLiteStore
+
+H = 3_600_000
+NOW = datetime(2024, 3, 10, 12, 30, tzinfo=timezone.utc).timestamp()
+
+
+def ms(*args: int) -> int:
+    return int(datetime(*args, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+@pytest.fixture
+def frozen(sim_clock: SimClock) -> SimClock:
+    sim_clock.set(NOW)
+    return sim_clock
+
+
+@pytest.fixture
+def cfg(sim_settings: Settings) -> Settings:
+    """1h with a 20-day first backfill: 480 candles, a few pages."""
+    return sim_settings.model_copy(update={"timeframe_policy": {"1h": {"lookback_days": 20}}})
+
+
+@pytest.fixture
+def store(cfg: Settings) -> CandleStore:
+    with SQLiteStore(cfg.data_dir / "c.sqlite3") as s:
+        yield s
+
+
+def stored(store: CandleStore, symbol: str, tf: str) -> list[list[float]]:
+    return store.read_candles(symbol, tf).values.tolist()
+
+
+def assert_store_equals_exchange(store: CandleStore, sim: SimExchange, symbol: str, tf: str) -> None:
+    rows = stored(store, symbol, tf)
+    assert rows, "nothing stored"
+    expected = sim.expected_closed(symbol, tf, int(rows[0][0]), 2**62)
+    assert [r[0] for r in rows] == [e[0] for e in expected]
+    assert rows == expected  # floats parsed from the same decimal strings: exact
+    assert len({r[0] for r in rows}) == len(rows)
+
+
+def klines_calls(sim: SimExchange) -> int:
+    return sum(1 for r in sim.requests if r.path.endswith("/klines"))
+
+
+def test_backfill_then_detection_gate_then_new_candle(store, cfg, sim_exchange, sim_client, frozen) -> None:
+    first = ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    assert first.new_candles == 20 * 24  # 02-19 12:00 .. 03-10 11:00; the 12:00 candle is in progress
+    assert store.latest_ts("BTC/USDT", "1h") == ms(2024, 3, 10, 11)
+    assert_store_equals_exchange(store, sim_exchange, "BTC/USDT", "1h")
+    calls = klines_calls(sim_exchange)
+    again = ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    assert again.skipped and again.new_candles == 0 and klines_calls(sim_exchange) == calls
+    frozen.advance(3600)
+    later = ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    assert later.new_candles == 1 and not later.skipped
+    assert_store_equals_exchange(store, sim_exchange, "BTC/USDT", "1h")
+    assert read_ingest_state(cfg.data_dir, "BTC/USDT", "1h").backfill_complete_at is not None
+
+
+def test_missed_boundaries_are_caught_up(store, cfg, sim_exchange, sim_client, frozen) -> None:
+    ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    frozen.advance(5 * 3600)  # the worker was down for five boundaries
+    assert ingest_series(store, sim_client, cfg, "BTC/USDT", "1h").new_candles == 5
+    assert_store_equals_exchange(store, sim_exchange, "BTC/USDT", "1h")
+
+
+@pytest.mark.parametrize("fault, kwargs", [
+    ("rate_limit", {"count": 3, "retry_after": 1}),
+    ("server_error", {"count": 3, "status": 502}),
+    ("maintenance", {"count": 2}),
+    ("disconnect", {"count": 2}),
+    ("latency", {"count": 2, "seconds": 2.5}),
+])
+def test_transient_faults_end_with_exact_store(fault, kwargs, store, cfg, sim_exchange, sim_client, frozen) -> None:
+    ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    store.delete_range("BTC/USDT", "1h", ms(2024, 3, 1), 2**62)
+    sim_exchange.faults.add(fault, path="/api/v3/klines", **kwargs)
+    report = ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    assert report.error is None and report.new_candles > 0
+    assert not sim_exchange.faults.pending
+    assert_store_equals_exchange(store, sim_exchange, "BTC/USDT", "1h")
+
+
+@pytest.mark.parametrize("variant", ["non_number", "high_below_low", "missing_fields", "negative_price"])
+def test_malformed_rows_rejected_counted_and_refilled(variant, store, cfg, sim_exchange, sim_client, frozen) -> None:
+    sim_exchange.faults.add("malformed", count=1, variant=variant, row=5)
+    report = ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    assert report.rejected == 1 and sum(report.rejected_reasons.values()) == 1
+    # The hole the rejected row left was found and refilled from the exchange in the same run.
+    assert report.gaps_found == 1 and report.gaps_filled == 1
+    assert store.known_gaps("BTC/USDT", "1h") == []
+    assert_store_equals_exchange(store, sim_exchange, "BTC/USDT", "1h")
+
+
+def test_exchange_gap_recorded_once_and_not_refetched(store, cfg, sim_exchange, sim_client, frozen) -> None:
+    gap = (ms(2024, 3, 1, 0), ms(2024, 3, 2, 10))  # like Binance 2018-02-08 00:00 -> 02-09 10:00
+    sim_exchange.missing_range("BTC/USDT", "1h", *gap)
+    report = ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    assert report.known_gaps == 1
+    assert store.known_gaps("BTC/USDT", "1h") == [gap]
+    assert find_missing_ranges(store, "BTC/USDT", "1h") == []
+    assert_store_equals_exchange(store, sim_exchange, "BTC/USDT", "1h")
+    frozen.advance(3600)
+    before = list(sim_exchange.requests)
+    ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    new = [r for r in sim_exchange.requests[len(before):] if r.path.endswith("/klines")]
+    assert len(new) == 1 and int(new[0].params["startTime"]) == ms(2024, 3, 10, 12)
+
+
+def test_lost_rows_inside_history_are_refilled(store, cfg, sim_exchange, sim_client, frozen) -> None:
+    ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    store.delete_range("BTC/USDT", "1h", ms(2024, 3, 3), ms(2024, 3, 4, 5))
+    assert find_missing_ranges(store, "BTC/USDT", "1h") == [(ms(2024, 3, 3), ms(2024, 3, 4, 5))]
+    frozen.advance(3600)
+    report = ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    assert report.gaps_filled == 1
+    assert_store_equals_exchange(store, sim_exchange, "BTC/USDT", "1h")
+
+
+def test_full_fill_from_earliest_candle_for_long_timeframes(cfg, sim_client, sim_exchange, frozen, store) -> None:
+    report = ingest_series(store, sim_client, cfg, "ETH/USDT", "1w")
+    first = store.bounds("ETH/USDT", "1w")[0]
+    assert first == tfs.floor(sim_exchange.listing_ms("ETH/USDT"), "1w") or first >= sim_exchange.listing_ms("ETH/USDT")
+    assert report.new_candles == len(sim_exchange.expected_closed("ETH/USDT", "1w", 0, 2**62))
+    assert_store_equals_exchange(store, sim_exchange, "ETH/USDT", "1w")
+    ingest_series(store, sim_client, cfg, "ETH/USDT", "1M")
+    assert all(tfs.is_aligned(int(t), "1M") for t in store.read_candles("ETH/USDT", "1M")["ts"])
+    assert_store_equals_exchange(store, sim_exchange, "ETH/USDT", "1M")
+
+
+def test_rolling_window_and_retention_for_1m(cfg, sim_client, sim_exchange, frozen, store) -> None:
+    cfg = cfg.model_copy(update={"timeframe_policy": {"1m": {"lookback_days": 1, "retention_days": 1}}})
+    ingest_series(store, sim_client, cfg, "BTC/USDT", "1m")
+    assert store.count("BTC/USDT", "1m") == 1440
+    frozen.advance(6 * 3600)
+    ingest_series(store, sim_client, cfg, "BTC/USDT", "1m")
+    first, last = store.bounds("BTC/USDT", "1m")
+    assert first >= tfs.floor(int(NOW * 1000) + 6 * H - 86_400_000, "1m")
+    assert last == tfs.last_closed_open(int(NOW * 1000) + 6 * H, "1m")
+    assert_store_equals_exchange(store, sim_exchange, "BTC/USDT", "1m")
+
+
+def test_one_failing_series_does_not_stop_the_others(cfg, sim_exchange, frozen) -> None:
+    cfg = cfg.model_copy(update={"exchange_max_retries": 1})
+    original = sim_exchange.klines_by_id
+    sim_exchange.klines_by_id = lambda sid, *a: None if sid == "BTCUSDT" else original(sid, *a)  # -1121 for BTC
+    report = run_ingest(cfg)
+    by = {s.symbol: s for s in report.series}
+    assert not report.ok
+    assert "PermanentExchangeError" in (by["BTC/USDT"].error or "")
+    assert by["ETH/USDT"].error is None and by["ETH/USDT"].new_candles == 20 * 24
+
+
+def test_unknown_symbol_is_a_clear_error(cfg, sim_exchange, frozen) -> None:
+    from coin_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="DOGE/USDT"):
+        run_ingest(cfg.model_copy(update={"target_symbols": ["BTC/USDT", "DOGE/USDT"]}))
+
+
+def test_budget_guard_refuses_to_grow(cfg, sim_client, sim_exchange, frozen) -> None:
+    with SQLiteStore(cfg.data_dir / "b.sqlite3", budget_bytes=1) as tiny:
+        with pytest.raises(StorageBudgetExceeded, match="STORAGE_BUDGET_GB"):
+            ingest_series(tiny, sim_client, cfg, "BTC/USDT", "1h")
+        assert tiny.count("BTC/USDT", "1h") == 0
+
+
+@pytest.mark.influx
+def test_influx_stopped_and_restarted_mid_backfill(influx_server, influx_store, cfg, sim_exchange, frozen) -> None:
+    cfg = cfg.model_copy(update={"timeframe_policy": {"1h": {"lookback_days": 200}}})
+    client = ExchangeClient(cfg, backoff_base_s=0.01, rate_limit_ms=1)
+    pages = []
+
+    def stop_after_two_pages(symbol, tf, count, cursor, target) -> None:
+        pages.append(count)
+        if len(pages) == 2:
+            influx_server.stop()
+
+    with pytest.raises(StorageUnavailableError):
+        ingest_series(influx_store, client, cfg, "BTC/USDT", "1h", progress=stop_after_two_pages)
+    influx_server.start()
+    assert influx_store.count("BTC/USDT", "1h") == 2000  # two whole pages, nothing partial
+    report = ingest_series(influx_store, client, cfg, "BTC/USDT", "1h")
+    assert report.new_candles == 200 * 24 - 2000
+    assert_store_equals_exchange(influx_store, sim_exchange, "BTC/USDT", "1h")
+    client.close()
+
+
+def test_replay_of_real_shaped_csv_with_gap(tmp_path, settings, sim_clock) -> None:
+    """A replayed file's own hole (no rows there) becomes a known gap, like Binance's outages."""
+    start = ms(2018, 2, 1)
+    rows = [start + i * H for i in range(24 * 14) if not ms(2018, 2, 8) <= start + i * H <= ms(2018, 2, 9, 10)]
+    csv = tmp_path / "binance_BTC-USDT_1h.csv"
+    csv.write_text("timestamp_ms,open,high,low,close,volume\n" + "".join(
+        f"{t},{100 + i % 7},{101 + i % 7},{99 + i % 7},{100.5 + i % 7},{10 + i}\n" for i, t in enumerate(rows)))
+    sim_clock.set(ms(2018, 3, 1) / 1000)
+    with SimExchange(("BTC/USDT",), clock=sim_clock, replay={("BTC/USDT", "1h"): csv}) as sim:
+        cfg = settings.model_copy(update={"exchange_api_url": sim.base_url,
+                                          "timeframe_policy": {"1h": {"lookback_days": 60}}})
+        with SQLiteStore(tmp_path / "r.sqlite3") as store, ExchangeClient(cfg, rate_limit_ms=1) as client:
+            report = ingest_series(store, client, cfg, "BTC/USDT", "1h")
+            assert report.new_candles == len(rows)
+            assert store.known_gaps("BTC/USDT", "1h") == [(ms(2018, 2, 8), ms(2018, 2, 9, 10))]
+            assert store.read_candles("BTC/USDT", "1h")["ts"].tolist() == rows
