@@ -79,7 +79,7 @@ def _reasons(frame: pd.DataFrame, tf: tfs.Timeframe) -> pd.Series:
     for mask, reason in checks:
         reasons = reasons.where(~(mask.fillna(True) & (reasons == "")), reason)
     ok = reasons == ""
-    aligned = ts[ok].astype("int64").map(lambda v: tfs.is_aligned(int(v), tf))
+    aligned = tfs.aligned_mask(ts[ok], tf)
     reasons.loc[aligned[~aligned].index] = f"timestamp not aligned to {tf}"
     return reasons
 
@@ -105,8 +105,7 @@ def validate_candles(frame: pd.DataFrame, tf: tfs.Timeframe, now_ms: int | None 
     good = good[~clash]
     in_progress = 0
     if now_ms is not None:
-        closes = good["ts"].map(lambda v: tfs.close_time(int(v), tf))
-        open_mask = closes > now_ms
+        open_mask = tfs.close_times(good["ts"], tf) > now_ms
         in_progress = int(open_mask.sum())
         good = good[~open_mask]
     good = good.sort_values("ts").reset_index(drop=True)

@@ -42,7 +42,7 @@ def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timef
             if not settings.policy(tf).predicted:
                 continue
             result = train_series(store, settings, symbol, tf, lookback=lookback)
-            results[f"{symbol} {tf}"] = str(getattr(result, "model_version", None) or getattr(result, "status", result))
+            results[f"{symbol} {tf}"] = f"{result.status} {result.model_version or ''}".strip()
     return results
 
 
@@ -56,7 +56,7 @@ def run_forecast(settings: Settings, *, now_ms: int, symbols: Iterable[str] | No
         for symbol, tf in _series(settings, symbols, timeframes):
             if settings.policy(tf).predicted:
                 outcome = forecast_series(store, settings, symbol, tf, now_ms=now_ms)
-                results[f"{symbol} {tf}"] = str(getattr(outcome, "status", outcome))
+                results[f"{symbol} {tf}"] = outcome.status + (f" ({outcome.error})" if outcome.error else "")
     return results
 
 

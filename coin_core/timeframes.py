@@ -10,6 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Iterator, Literal
 
+import numpy as np
+import pandas as pd
+
 from .errors import ConfigError
 
 __all__ = [
@@ -27,6 +30,8 @@ __all__ = [
     "count_between",
     "to_datetime",
     "from_datetime",
+    "aligned_mask",
+    "close_times",
 ]
 
 Timeframe = Literal["1m", "1h", "1d", "1w", "1M"]
@@ -119,3 +124,22 @@ def count_between(start_ms: int, end_ms: int, tf: Timeframe) -> int:
             first += _FIXED_MS[tf]
         return 0 if first > end_ms else (floor(end_ms, tf) - first) // _FIXED_MS[tf] + 1
     return sum(1 for _ in expected_opens(start_ms, end_ms, tf))
+
+
+def aligned_mask(ts: pd.Series, tf: Timeframe) -> pd.Series:
+    """Vectorised :func:`is_aligned` over int64 open times (hot path of validation)."""
+    values = ts.astype("int64")
+    if tf != "1M":
+        offset = _WEEK_OFFSET if tf == "1w" else 0
+        return (values - offset) % _FIXED_MS[tf] == 0
+    dt = pd.DatetimeIndex(pd.to_datetime(values.to_numpy(), unit="ms"))
+    return pd.Series(np.asarray((dt.day == 1) & (dt.normalize() == dt)), index=ts.index)
+
+
+def close_times(ts: pd.Series, tf: Timeframe) -> pd.Series:
+    """Vectorised :func:`close_time` over int64 open times."""
+    values = ts.astype("int64")
+    if tf != "1M":
+        return values + _FIXED_MS[tf]
+    dt = pd.DatetimeIndex(pd.to_datetime(values.to_numpy(), unit="ms")).floor("D") + pd.offsets.MonthBegin(1)
+    return pd.Series(np.asarray(dt.as_unit("ms").asi8), index=ts.index)

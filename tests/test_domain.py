@@ -124,3 +124,14 @@ def test_dotenv_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
 
 def test_policy_table_in_docs_matches_code() -> None:
     assert policy_table_markdown() in (REPO / "docs" / "configuration.md").read_text()
+
+
+@pytest.mark.parametrize("tf", tfs.TIMEFRAMES)
+def test_vectorised_boundaries_match_scalar(tf) -> None:
+    import pandas as pd
+
+    opens = [tfs.add(ms(2023, 11, 27), tf, k) for k in range(-3, 40)]
+    odd = [o + 60_000 * 7 + 1 for o in opens]
+    series = pd.Series(opens + odd)
+    assert tfs.aligned_mask(series, tf).tolist() == [tfs.is_aligned(v, tf) for v in opens + odd]
+    assert tfs.close_times(pd.Series(opens), tf).tolist() == [tfs.close_time(v, tf) for v in opens]
