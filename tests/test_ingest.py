@@ -223,3 +223,24 @@ def test_replay_of_real_shaped_csv_with_gap(tmp_path, settings, sim_clock) -> No
             assert report.new_candles == len(rows)
             assert store.known_gaps("BTC/USDT", "1h") == [(ms(2018, 2, 8), ms(2018, 2, 9, 10))]
             assert store.read_candles("BTC/USDT", "1h")["ts"].tolist() == rows
+
+
+def test_real_binance_1h_history_has_its_27_exchange_gaps_recorded(tmp_path, settings, sim_clock) -> None:
+    """Replaying the real BTC/USDT 1h file (2017-08 .. 2022-12): every candle stored, 27 outages known."""
+    from tests.fixtures.common import SHARED, require
+
+    csv = SHARED / "data" / "market" / "binance_BTC-USDT_1h.csv"
+    require(csv.exists(), f"the real market data at {csv}")
+    sim_clock.set(ms(2023, 1, 1, 0, 30) / 1000)
+    with SimExchange(("BTC/USDT",), clock=sim_clock, replay={("BTC/USDT", "1h"): csv}) as sim:
+        cfg = settings.model_copy(update={"exchange_api_url": sim.base_url,
+                                          "timeframe_policy": {"1h": {"lookback_days": 2200}}})
+        with SQLiteStore(tmp_path / "r.sqlite3") as store, ExchangeClient(cfg, rate_limit_ms=1) as client:
+            report = ingest_series(store, client, cfg, "BTC/USDT", "1h")
+            assert (report.new_candles, report.known_gaps, report.error) == (46_981, 27, None)
+            assert (ms(2018, 2, 8, 1), ms(2018, 2, 9, 9)) in store.known_gaps("BTC/USDT", "1h")
+            assert find_missing_ranges(store, "BTC/USDT", "1h") == []
+            sim_clock.advance(3600)
+            before = sim.count("/api/v3/klines")
+            assert ingest_series(store, client, cfg, "BTC/USDT", "1h").new_candles == 0
+            assert sim.count("/api/v3/klines") - before == 1  # no gap is re-fetched

@@ -1,0 +1,124 @@
+"""Data files (history, prediction, manifest, status) and schemas, built from collected state."""
+
+from __future__ import annotations
+
+import json
+
+from ..freshness import SIGNALS, STATUSES, Freshness, worst
+from .collect import SeriesState
+from .models import (
+    SCHEMA_MODELS,
+    ArtifactRef,
+    CandleRow,
+    ForecastPoint,
+    HistoryFile,
+    ManifestFile,
+    ManifestSeries,
+    PredictionFile,
+    StatusArtifact,
+    StatusFile,
+    StatusSeries,
+    schema_name,
+)
+
+__all__ = ["history_file", "prediction_file", "manifest_file", "status_file", "overall", "schema_files", "to_bytes"]
+
+
+def to_bytes(model: HistoryFile | PredictionFile | ManifestFile | StatusFile) -> bytes:
+    """Deterministic compact JSON: the same state always gives the same bytes."""
+    return model.model_dump_json().encode("utf-8")
+
+
+def history_file(state: SeriesState) -> HistoryFile:
+    """Candles when served; a blocked marker (no candles, the reason) otherwise."""
+    fresh = state.history
+    rows = state.candles.to_dict("records") if fresh.served else []
+    return HistoryFile(
+        symbol=state.symbol, timeframe=state.timeframe, served=fresh.served, status=fresh.status,
+        signals=list(fresh.signals), reason=fresh.reason, latest_ts=state.latest_ts,
+        candles=[CandleRow(**{k: (int(v) if k == "ts" else float(v)) for k, v in row.items()}) for row in rows],
+    )
+
+
+def prediction_file(state: SeriesState) -> PredictionFile | None:
+    """The served forecast, a blocked marker, or None for a timeframe that is not predicted."""
+    fresh, forecast = state.prediction, state.forecast
+    if fresh is None:
+        return None
+    points = state.served_points
+    shown = forecast if points is not None else None
+    return PredictionFile(
+        symbol=state.symbol, timeframe=state.timeframe, served=fresh.served, status=fresh.status,
+        signals=list(fresh.signals), reason=fresh.reason,
+        model_version=None if shown is None else shown.model_version,
+        issued_at=None if shown is None else shown.issued_at,
+        input_last_ts=None if shown is None else shown.input_last_ts,
+        points=[] if points is None else [
+            ForecastPoint(ts=int(r["ts"]), yhat=float(r["yhat"]), yhat_lower=float(r["yhat_lower"]),
+                          yhat_upper=float(r["yhat_upper"]))
+            for r in points.to_dict("records")
+        ],
+    )
+
+
+def _ref(file: str, fresh: Freshness) -> ArtifactRef:
+    return ArtifactRef(file=file, served=fresh.served, status=fresh.status, reason=fresh.reason)
+
+
+def manifest_file(states: list[SeriesState], site_title: str) -> ManifestFile:
+    entries = [
+        ManifestSeries(
+            symbol=s.symbol, slug=s.slug, timeframe=s.timeframe, visible=s.visible, status=s.status,
+            signals=list(s.signals), page=s.files.page, history=_ref(s.files.history, s.history),
+            prediction=None if s.prediction is None else _ref(s.files.prediction, s.prediction),
+            last_close=s.last_close if s.history.served else None, latest_ts=s.latest_ts,
+        )
+        for s in states
+    ]
+    schemas = {kind: schema_name(kind) for kind in SCHEMA_MODELS}
+    return ManifestFile(site_title=site_title, schemas=schemas, series=entries)
+
+
+def overall(states: list[SeriesState]) -> tuple[str, str]:
+    """(status, reason) of the whole site: the worst visible series."""
+    visible = [s for s in states if s.visible]
+    if not visible:
+        return "hard_stale", f"no series visible yet ({len(states)} configured, waiting for backfill)"
+    status = worst(s.status for s in visible) or "fresh"
+    bad = [f"{s.symbol} {s.timeframe}" for s in visible if s.status == status]
+    if status == "fresh":
+        return status, f"all {len(visible)} visible series are fresh"
+    return status, f"{status.replace('_', ' ')}: {', '.join(bad)}"
+
+
+def _status_artifact(fresh: Freshness) -> StatusArtifact:
+    return StatusArtifact(status=fresh.status, served=fresh.served, age_s=fresh.age_s, reason=fresh.reason)
+
+
+def status_file(states: list[SeriesState], now_ms: int) -> StatusFile:
+    status, reason = overall(states)
+    visible = [s for s in states if s.visible]
+    counts = {name: sum(1 for s in visible if s.status == name) for name in STATUSES}
+    counts.update({name: sum(1 for s in states if name in s.signals) for name in SIGNALS})
+    series = [
+        StatusSeries(
+            symbol=s.symbol, timeframe=s.timeframe, visible=s.visible, signals=list(s.signals),
+            history=_status_artifact(s.history),
+            prediction=None if s.prediction is None else _status_artifact(s.prediction),
+            last_error=None if s.health is None else s.health.last_error,
+        )
+        for s in states
+    ]
+    return StatusFile(generated_at=now_ms, overall=status, reason=reason, counts=counts, series=series)  # type: ignore[arg-type]
+
+
+def schema_files() -> list[tuple[str, bytes]]:
+    """Each model's JSON Schema (draft 2020-12), identified by its relative published path.
+
+    ``$schema`` is left out on purpose: the site carries no external URL at all.
+    """
+    out = []
+    for kind, model in SCHEMA_MODELS.items():
+        schema = {"$id": schema_name(kind), **model.model_json_schema()}
+        out.append((schema_name(kind), json.dumps(schema, indent=2, sort_keys=True).encode("utf-8")))
+    return out

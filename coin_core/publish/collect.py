@@ -1,0 +1,165 @@
+"""Read the current state of every series (store + health records) and judge its freshness.
+
+Nothing here writes: :func:`collect_series` is the whole read side of a publish, so a store error
+surfaces before a single file is touched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .. import timeframes as tfs
+from ..config import Settings
+from ..freshness import Freshness, FreshnessStatus, Signal, evaluate_with_policy, worst
+from ..health import IngestState, PredictionHealth, read_ingest_state, read_prediction_health
+from ..policy import TimeframePolicy
+from ..storage.base import FORECAST_COLUMNS, CandleStore, Forecast
+from ..symbols import slug
+from ..timeframes import Timeframe
+from .models import ForecastPoint
+
+__all__ = ["SeriesFiles", "SeriesState", "collect_one", "collect_series", "check_forecast", "series_files"]
+
+
+@dataclass(frozen=True)
+class SeriesFiles:
+    history: str
+    prediction: str
+    page: str
+
+
+def series_files(symbol: str, tf: Timeframe) -> SeriesFiles:
+    """File names of a series, built only from the validated slug and timeframe."""
+    name = f"{slug(symbol)}_{tfs.parse_timeframe(tf)}"
+    return SeriesFiles(f"history_{name}.json", f"prediction_{name}.json", f"{name}.html")
+
+
+@dataclass(frozen=True)
+class SeriesState:
+    """Everything publish needs about one series at ``now_ms``."""
+
+    symbol: str
+    timeframe: Timeframe
+    policy: TimeframePolicy
+    candles: pd.DataFrame
+    first_ts: int | None
+    latest_ts: int | None
+    forecast: Forecast | None
+    history: Freshness
+    prediction: Freshness | None
+    health: PredictionHealth | None
+    ingest: IngestState | None
+
+    @property
+    def slug(self) -> str:
+        return slug(self.symbol)
+
+    @property
+    def files(self) -> SeriesFiles:
+        return series_files(self.symbol, self.timeframe)
+
+    @property
+    def visible(self) -> bool:
+        return not self.history.hidden
+
+    @property
+    def signals(self) -> tuple[Signal, ...]:
+        return self.history.signals
+
+    @property
+    def status(self) -> FreshnessStatus:
+        """The series' worst status; a missing forecast below the sample gate is expected."""
+        parts = [self.history.status]
+        if self.prediction is not None and not (
+            "insufficient_data" in self.signals and self.forecast is None
+        ):
+            parts.append(self.prediction.status)
+        return worst(parts) or self.history.status
+
+    @property
+    def last_close(self) -> float | None:
+        return None if self.candles.empty else float(self.candles["close"].iloc[-1])
+
+    @property
+    def served_points(self) -> pd.DataFrame | None:
+        """Forecast points that may be shown, or None when the prediction is blocked."""
+        if self.forecast is None or self.prediction is None or not self.prediction.served:
+            return None
+        return self.forecast.points
+
+    @property
+    def next_point(self) -> ForecastPoint | None:
+        """The first served forecast point: the candle after the latest closed one."""
+        points = self.served_points
+        if points is None or points.empty:
+            return None
+        row = points.iloc[0]
+        return ForecastPoint(ts=int(row["ts"]), yhat=float(row["yhat"]),
+                             yhat_lower=float(row["yhat_lower"]), yhat_upper=float(row["yhat_upper"]))
+
+
+def check_forecast(forecast: Forecast, tf: Timeframe) -> str | None:
+    """Why a stored forecast must not be served (``corrupt``), or None when it is sound."""
+    points = forecast.points
+    if not forecast.model_version:
+        return "forecast has no model version"
+    if points.empty:
+        return "forecast has no points"
+    values = points[list(FORECAST_COLUMNS)]
+    if not all(math.isfinite(float(v)) for v in values.to_numpy().ravel()):
+        return "forecast has a missing or non-finite value"
+    if (points["yhat_lower"] > points["yhat_upper"]).any():
+        return "forecast interval has lower above upper"
+    ts = [int(t) for t in points["ts"]]
+    expected = [tfs.add(forecast.input_last_ts, tf, i + 1) for i in range(len(ts))]
+    if ts != expected:
+        return "forecast points are not the consecutive candles after its input"
+    return None
+
+
+def _prediction_freshness(
+    forecast: Forecast | None, tf: Timeframe, now_ms: int, policy: TimeframePolicy,
+    health: PredictionHealth | None, ingest: IngestState | None,
+) -> Freshness | None:
+    """Judged on the forecast's ``input_last_ts``: a forecast made from stale candles is stale."""
+    if not policy.predicted:
+        return None
+    problem = check_forecast(forecast, tf) if forecast is not None else None
+    return evaluate_with_policy(
+        None if forecast is None else forecast.input_last_ts, tf, now_ms, policy,
+        corrupt=problem is not None, corrupt_reason=f"stored forecast is invalid: {problem}",
+        prediction_health=health, ingest_state=ingest, missing_reason="no forecast has been issued yet",
+    )
+
+
+def collect_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> SeriesState:
+    policy = settings.policy(tf)
+    data_dir = Path(settings.data_dir)
+    health = read_prediction_health(data_dir, symbol, tf)
+    ingest = read_ingest_state(data_dir, symbol, tf)
+    bounds = store.bounds(symbol, tf)
+    candles = store.tail(symbol, tf, policy.served_candles)
+    forecast = store.latest_forecast(symbol, tf) if policy.predicted else None
+    history = evaluate_with_policy(
+        None if bounds is None else bounds[1], tf, now_ms, policy,
+        prediction_health=health, ingest_state=ingest,
+    )
+    return SeriesState(
+        symbol=symbol, timeframe=tf, policy=policy, candles=candles,
+        first_ts=None if bounds is None else bounds[0], latest_ts=None if bounds is None else bounds[1],
+        forecast=forecast, history=history, prediction=_prediction_freshness(forecast, tf, now_ms, policy, health, ingest),
+        health=health, ingest=ingest,
+    )
+
+
+def collect_series(store: CandleStore, settings: Settings, now_ms: int) -> list[SeriesState]:
+    """Every configured series (``target_symbols`` x ``ingest_timeframes``), in settings order."""
+    return [
+        collect_one(store, settings, symbol, tf, now_ms)
+        for symbol in settings.target_symbols
+        for tf in settings.ingest_timeframes
+    ]

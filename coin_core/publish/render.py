@@ -1,0 +1,95 @@
+"""HTML pages from ``site_templates/`` with an autoescaping Jinja2 environment.
+
+Every value that reaches a page (site title, symbols, model versions, error text) is escaped by
+Jinja2's autoescape; no template uses ``|safe``. Rendering happens entirely in memory before any
+file is written, so a template error leaves the previous site untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+
+from ..errors import PublishError
+from ..freshness import FreshnessStatus
+from .chart import Chart, build_chart
+from .collect import SeriesState
+from .format import format_age_s, format_change, format_price, format_ts, sentence
+
+__all__ = ["DEFAULT_TEMPLATES_DIR", "SiteContext", "make_environment", "render_pages"]
+
+DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "site_templates"
+
+
+@dataclass(frozen=True)
+class SiteContext:
+    """What every page shares."""
+
+    site_title: str
+    css_href: str
+    now_ms: int
+    overall: FreshnessStatus
+    overall_reason: str
+
+
+def make_environment(templates_dir: Path | None = None) -> Environment:
+    """Autoescape on for every template (html or not) and for strings; undefined names fail.
+
+    Cached per folder: compiling the templates costs more than rendering a small site, and the
+    loader still reloads a template whose file changed.
+    """
+    folder = Path(templates_dir or DEFAULT_TEMPLATES_DIR).resolve()
+    if not (folder / "base.html").is_file():
+        raise PublishError(f"site templates not found in {folder}")
+    return _environment(str(folder))
+
+
+@lru_cache(maxsize=8)
+def _environment(folder: str) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(folder),
+        autoescape=select_autoescape(enabled_extensions=("html", "svg"), default_for_string=True, default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(price=format_price, ts=format_ts, age=format_age_s, change=format_change, sentence=sentence)
+    return env
+
+
+def _render(env: Environment, name: str, what: str, **context: Any) -> bytes:
+    try:
+        return env.get_template(name).render(**context).encode("utf-8")
+    except TemplateError as exc:
+        raise PublishError(f"rendering {what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _chart(state: SeriesState) -> Chart | None:
+    if not state.history.served or state.candles.empty:
+        return None
+    return build_chart(state.candles, state.served_points, state.timeframe)
+
+
+def series_page(env: Environment, site: SiteContext, state: SeriesState) -> bytes:
+    return _render(
+        env, "series.html", f"the page of {state.symbol} {state.timeframe}",
+        site=site, s=state, chart=_chart(state), page=state.files.page,
+    )
+
+
+def render_pages(env: Environment, site: SiteContext, states: list[SeriesState]) -> list[tuple[str, bytes]]:
+    """Every HTML page as (file name, bytes), series pages first and ``index.html`` last."""
+    pages = [(state.files.page, series_page(env, site, state)) for state in states]
+    visible = [s for s in states if s.visible]
+    hidden = [s for s in states if not s.visible]
+    common = {"site": site, "series": states, "visible": visible, "hidden": hidden}
+    pages.append(("status.html", _render(env, "status.html", "status.html", page="status.html", **common)))
+    pages.append(("models.html", _render(env, "models.html", "models.html", page="models.html", **common)))
+    pages.append(("404.html", _render(env, "404.html", "404.html", page="404.html", **common)))
+    pages.append(("index.html", _render(env, "index.html", "index.html", page="index.html", **common)))
+    return pages

@@ -1,0 +1,152 @@
+"""``publish_site``: reconcile ``settings.public_dir`` with the store, atomically and idempotently.
+
+Each run rebuilds every artifact from current state (store + health records) in memory, then
+writes only the files whose bytes differ from what is on disk. There is no watermark: a missing
+or corrupt file simply differs from its expected bytes and is rewritten. Nothing is deleted
+(files of a series that left the configuration stay, unlisted by the manifest).
+
+Crash safety: every write is atomic (temp file + rename), and files are written in dependency
+order — static assets and schemas, data files, ``status.json``, series pages and the other pages,
+then ``index.html`` and ``manifest.json`` last — so a publish that fails half-way leaves every
+file valid and the entry points (index, manifest) still describing the previous complete run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import PublishError
+from ..freshness import FreshnessStatus
+from ..fsutil import atomic_write_bytes, safe_child
+from ..storage.base import CandleStore
+from .artifacts import history_file, manifest_file, overall, prediction_file, schema_files, status_file, to_bytes
+from .collect import SeriesState, collect_series
+from .render import DEFAULT_TEMPLATES_DIR, SiteContext, make_environment, render_pages
+
+__all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts"]
+
+log = logging.getLogger(__name__)
+
+CSS_SOURCE = "assets/site.css"
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    symbol: str
+    timeframe: str
+    status: FreshnessStatus
+    visible: bool
+    signals: tuple[str, ...]
+    history_served: bool
+    prediction_served: bool | None
+
+
+@dataclass
+class PublishReport:
+    """What one publish did: files written vs already up to date, and each series' verdict."""
+
+    public_dir: Path
+    now_ms: int
+    overall: FreshnessStatus
+    duration_s: float = 0.0
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+    series: list[SeriesSummary] = field(default_factory=list)
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(self.sizes[name] for name in self.written)
+
+
+def _relative_path(root: Path, rel: str) -> Path:
+    """``root/rel`` where every component passes safe_child (no traversal, no absolute path)."""
+    path = Path(root)
+    for part in rel.split("/"):
+        path = safe_child(path, part)
+    return path
+
+
+class _Writer:
+    """Writes a file only when its bytes changed; records what it did."""
+
+    def __init__(self, root: Path, report: PublishReport) -> None:
+        self.root, self.report = root, report
+
+    def put(self, rel: str, data: bytes) -> None:
+        path = _relative_path(self.root, rel)
+        self.report.sizes[rel] = len(data)
+        try:
+            same = path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+        except OSError:
+            same = False  # unreadable counts as different: rewriting it is the repair
+        if same:
+            self.report.unchanged.append(rel)
+            return
+        try:
+            atomic_write_bytes(path, data)
+        except OSError as exc:
+            raise PublishError(f"cannot write {rel} in {self.root}: {exc.strerror or exc}") from exc
+        self.report.written.append(rel)
+
+
+def _css(templates_dir: Path) -> tuple[str, bytes]:
+    """The stylesheet under a content-hashed name, so hosts may cache it for a year."""
+    try:
+        data = (templates_dir / CSS_SOURCE).read_bytes()
+    except OSError as exc:
+        raise PublishError(f"cannot read the site stylesheet {CSS_SOURCE}: {exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    return f"assets/site.{digest}.css", data
+
+
+def build_artifacts(
+    states: list[SeriesState], settings: Settings, now_ms: int, templates_dir: Path
+) -> list[tuple[str, bytes]]:
+    """Every file of the site, in write order, rendered in memory."""
+    env = make_environment(templates_dir)
+    css_href, css = _css(templates_dir)
+    files: list[tuple[str, bytes]] = [(".nojekyll", b""), (css_href, css), *schema_files()]
+    for state in states:
+        files.append((state.files.history, to_bytes(history_file(state))))
+        prediction = prediction_file(state)
+        if prediction is not None:
+            files.append((state.files.prediction, to_bytes(prediction)))
+    files.append(("status.json", to_bytes(status_file(states, now_ms))))
+    status, reason = overall(states)
+    site = SiteContext(settings.site_title, css_href, now_ms, status, reason)  # type: ignore[arg-type]
+    files.extend(render_pages(env, site, states))
+    files.append(("manifest.json", to_bytes(manifest_file(states, settings.site_title))))
+    return files
+
+
+def publish_site(
+    store: CandleStore, settings: Settings, *, now_ms: int, templates_dir: Path | None = None
+) -> PublishReport:
+    """Make ``settings.public_dir`` reflect the store at ``now_ms``; see the module docstring.
+
+    Raises PublishError when a page cannot be rendered or a file cannot be written (the previous
+    site stays in place); store errors propagate unchanged, before anything is written.
+    """
+    started = time.perf_counter()
+    states = collect_series(store, settings, now_ms)
+    files = build_artifacts(states, settings, now_ms, Path(templates_dir or DEFAULT_TEMPLATES_DIR))
+    status, _ = overall(states)
+    report = PublishReport(public_dir=Path(settings.public_dir), now_ms=now_ms, overall=status)  # type: ignore[arg-type]
+    writer = _Writer(report.public_dir, report)
+    for rel, data in files:
+        writer.put(rel, data)
+    report.series = [
+        SeriesSummary(s.symbol, s.timeframe, s.status, s.visible, s.signals, s.history.served,
+                      None if s.prediction is None else s.prediction.served)
+        for s in states
+    ]
+    report.duration_s = time.perf_counter() - started
+    log.info("published %d series to %s: %d written, %d unchanged, overall %s",
+             len(states), report.public_dir, len(report.written), len(report.unchanged), status)
+    return report
