@@ -96,7 +96,8 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import run_publish
 
     report = run_publish(settings, now_ms=_now_ms())
-    print(report.model_dump_json(indent=1) if hasattr(report, "model_dump_json") else report)
+    print(f"{len(report.written)} file(s) written ({report.bytes_written:,} bytes), {len(report.unchanged)} unchanged, "
+          f"overall {report.overall}, in {report.duration_s:.2f}s -> {report.public_dir}")
     return 0
 
 
@@ -112,14 +113,15 @@ def _cycle(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("status", "Print the freshness of every series (the data of status.json).", "coin-predict status")
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from .publish import series_status
-
+    from .publish import collect_series
+    from .publish.artifacts import status_file
     from .storage import open_store
 
+    now = _now_ms()
     with open_store(settings) as store:
-        rows = series_status(store, settings, now_ms=_now_ms())
-    print(json.dumps(rows, indent=1, default=str))
-    return 0
+        status = status_file(collect_series(store, settings, now), now)
+    print(status.model_dump_json(indent=1))
+    return 0 if status.overall in {"fresh", "stale"} else 1
 
 
 @command("config", "Show the effective settings (secrets masked) and the timeframe policy matrix.", "coin-predict config")
@@ -167,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--replay-dir", help="replay binance_{SLUG}_{TF}.csv files from this folder")
         if name == "demo":
             p.add_argument("--serve", type=int, metavar="PORT", help="serve public/ on 127.0.0.1:PORT afterwards")
-            p.add_argument("--lookback-days", type=int, default=120, help="1h history to backfill (default 120)")
+            p.add_argument("--lookback-days", type=int, default=365, help="1h history to backfill (default 365)")
     return parser
 
 

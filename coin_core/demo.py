@@ -23,7 +23,7 @@ def _step(title: str) -> float:
     return time.monotonic()
 
 
-def run_demo(settings: Settings, *, serve_port: int | None = None, lookback_days: int = 120) -> int:
+def run_demo(settings: Settings, *, serve_port: int | None = None, lookback_days: int = 365) -> int:
     from .cli import _print_ingest, _ProgressPrinter
     from .exchange_sim import SimExchange
     from .ingest import run_ingest
@@ -47,7 +47,7 @@ def run_demo(settings: Settings, *, serve_port: int | None = None, lookback_days
         _step("publishing the static site")
         report = run_publish(demo, now_ms=now_ms)
     index = Path(demo.public_dir).resolve() / "index.html"
-    print(f"    {getattr(report, 'written', '?')} file(s) written")
+    print(f"    {len(report.written)} file(s) written, overall status: {report.overall}")
     print(f"done in {time.monotonic() - began:.0f}s. Site: {index}")
     if serve_port:
         serve_directory(Path(demo.public_dir), serve_port)

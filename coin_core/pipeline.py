@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from pydantic import BaseModel
 
@@ -12,6 +12,9 @@ from . import timeframes as tfs
 from .config import Settings
 from .ingest import IngestReport, Progress, run_ingest
 from .storage import open_store
+
+if TYPE_CHECKING:
+    from .publish import PublishReport
 
 __all__ = ["CycleReport", "run_train", "run_forecast", "run_publish", "run_cycle"]
 
@@ -60,7 +63,7 @@ def run_forecast(settings: Settings, *, now_ms: int, symbols: Iterable[str] | No
     return results
 
 
-def run_publish(settings: Settings, *, now_ms: int):  # -> PublishReport
+def run_publish(settings: Settings, *, now_ms: int) -> "PublishReport":
     from .publish import publish_site
 
     with open_store(settings) as store:
@@ -75,5 +78,4 @@ def run_cycle(settings: Settings, *, timeframes: Iterable[str] | None = None, no
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     forecasts = run_forecast(settings, now_ms=now, timeframes=timeframes)
     report = run_publish(settings, now_ms=now)
-    written = int(getattr(report, "written", 0) or 0)
-    return CycleReport(ingest=ingest, forecasts=forecasts, published_files=written, seconds=time.monotonic() - began)
+    return CycleReport(ingest=ingest, forecasts=forecasts, published_files=len(report.written), seconds=time.monotonic() - began)
