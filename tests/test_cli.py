@@ -46,3 +46,29 @@ def test_config_masks_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys)
 def test_entry_point_runs() -> None:
     result = subprocess.run([sys.executable, "-m", "coin_core.cli", "--version"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and "coin-predict" in result.stdout
+
+
+def test_exchange_command_serves_the_simulated_exchange(tmp_path) -> None:
+    import json as _json
+    import time
+    import urllib.request
+
+    from tests.fixtures.common import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "coin_core.cli", "exchange", "--port", str(port)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v3/time", timeout=2) as resp:
+                    assert abs(_json.load(resp)["serverTime"] / 1000 - time.time()) < 60
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(10)
