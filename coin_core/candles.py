@@ -63,24 +63,25 @@ def to_frame(rows: Iterable[Sequence[object]]) -> pd.DataFrame:
     return frame
 
 
-def _reasons(frame: pd.DataFrame, tf: tfs.Timeframe) -> pd.Series:
+def _reasons(frame: pd.DataFrame, tf: tfs.Timeframe) -> np.ndarray:
     """One reason per row ('' when valid); the first failing check wins."""
-    prices = frame[list(PRICE_COLUMNS)]
-    ts = frame["ts"]
-    checks: list[tuple[pd.Series, str]] = [
-        (ts.isna() | (ts % 1 != 0) | (ts < 0), "timestamp missing or not an integer"),
-        (~np.isfinite(frame[list(PRICE_COLUMNS) + ["volume"]]).all(axis=1), "non-finite value"),
-        ((prices <= 0).any(axis=1), "non-positive price"),
-        (frame["volume"] < 0, "negative volume"),
-        (frame["low"] > frame[["open", "close"]].min(axis=1), "low above open/close"),
-        (frame["high"] < frame[["open", "close"]].max(axis=1), "high below open/close"),
-    ]
-    reasons = pd.Series("", index=frame.index, dtype="object")
+    ts = frame["ts"].to_numpy(dtype="float64", na_value=np.nan)
+    o, h, l, c, v = (frame[col].to_numpy(dtype="float64", na_value=np.nan) for col in PRICE_COLUMNS + ("volume",))
+    with np.errstate(invalid="ignore"):
+        checks: list[tuple[np.ndarray, str]] = [
+            (~np.isfinite(ts) | (ts % 1 != 0) | (ts < 0), "timestamp missing or not an integer"),
+            (~(np.isfinite(o) & np.isfinite(h) & np.isfinite(l) & np.isfinite(c) & np.isfinite(v)), "non-finite value"),
+            ((o <= 0) | (h <= 0) | (l <= 0) | (c <= 0), "non-positive price"),
+            (v < 0, "negative volume"),
+            (l > np.minimum(o, c), "low above open/close"),
+            (h < np.maximum(o, c), "high below open/close"),
+        ]
+    reasons = np.full(len(frame), "", dtype=object)
     for mask, reason in checks:
-        reasons = reasons.where(~(mask.fillna(True) & (reasons == "")), reason)
+        reasons[mask & (reasons == "")] = reason
     ok = reasons == ""
-    aligned = tfs.aligned_mask(ts[ok], tf)
-    reasons.loc[aligned[~aligned].index] = f"timestamp not aligned to {tf}"
+    aligned = tfs.aligned_mask(pd.Series(ts[ok].astype("int64")), tf).to_numpy()
+    reasons[np.flatnonzero(ok)[~aligned]] = f"timestamp not aligned to {tf}"
     return reasons
 
 
@@ -97,7 +98,8 @@ def validate_candles(frame: pd.DataFrame, tf: tfs.Timeframe, now_ms: int | None 
     if frame.empty:
         return ValidationReport(valid=empty_frame())
     reasons = _reasons(frame, tf)
-    rejected = [Rejection(_ts(frame.at[i, "ts"]), r) for i, r in reasons.items() if r]
+    bad = np.flatnonzero(reasons != "")
+    rejected = [Rejection(_ts(frame.at[i, "ts"]), reasons[i]) for i in bad]
     good = frame[reasons == ""].astype({"ts": "int64"})
     good = good.drop_duplicates()
     clash = good["ts"].duplicated(keep=False)
