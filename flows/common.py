@@ -1,0 +1,50 @@
+"""What every flow needs at its entry and exit: settings, its series, a verdict from task states."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from prefect.states import State
+
+from coin_core.config import Settings, load_settings
+from coin_core.forecast.predict import short_error
+from coin_core.timeframes import Timeframe
+
+__all__ = ["SeriesFailed", "flow_settings", "series_of", "state_error", "fail_if_any"]
+
+
+class SeriesFailed(RuntimeError):
+    """Raised at the END of a flow when some series failed: the others ran, the site was published."""
+
+
+def flow_settings(symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None) -> Settings:
+    """Settings from the environment, once per run; flow parameters override symbols/timeframes."""
+    overrides: dict[str, Any] = {}
+    if symbols:
+        overrides["target_symbols"] = list(symbols)
+    if timeframes:
+        overrides["ingest_timeframes"] = list(timeframes)
+    return load_settings(**overrides)
+
+
+def series_of(settings: Settings, predicted_only: bool = False) -> list[tuple[str, Timeframe]]:
+    """Every (symbol, timeframe) the settings name, symbols outermost (the site's order)."""
+    return [
+        (symbol, tf) for symbol in settings.target_symbols for tf in settings.ingest_timeframes
+        if not predicted_only or settings.policy(tf).predicted
+    ]
+
+
+def state_error(state: State) -> str | None:
+    """None for a completed task state, else a one-line, secret-free reason."""
+    if state.is_completed():
+        return None
+    exc = state.result(raise_on_failure=False)
+    return short_error(exc) if isinstance(exc, BaseException) else (state.message or state.name or "failed")
+
+
+def fail_if_any(what: str, failures: dict[str, str]) -> None:
+    """End the run Failed, naming every failed series, once all the work has been done."""
+    if failures:
+        listed = "; ".join(f"{name}: {error}" for name, error in failures.items())
+        raise SeriesFailed(f"{len(failures)} {what} failed: {listed}")

@@ -1,0 +1,91 @@
+"""The cycle flow of one timeframe: ingest -> forecast -> publish, one causal chain in one run.
+
+Scheduled at each UTC boundary of its timeframe (``prefect.yaml``). Serial on purpose: the
+forecast must see the candles this run ingested and the site must show this run's forecasts.
+A series whose ingest or forecast failed does not stop the chain: the site is published anyway
+(its freshness badges then say what is stale) and the run ends Failed, naming the series.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+
+from coin_core.config import Settings
+from coin_core.exchange import ExchangeClient
+from coin_core.forecast.predict import PredictOutcome
+from coin_core.ingest import SeriesReport
+from coin_core.storage import CandleStore, open_store
+
+from flows.artifacts import artifact_key, forecast_columns, ingest_rows, publish_table
+from flows.common import fail_if_any, flow_settings, state_error
+from flows.ingest import failures, ingest_all
+from flows.tasks import forecast_task, publish_task
+
+__all__ = ["needs_forecast", "forecast_all", "forecast_failures", "cycle_flow"]
+
+Outcomes = dict[tuple[str, str], tuple[PredictOutcome | None, str | None]]
+
+
+def needs_forecast(store: CandleStore, symbol: str, tf: str) -> bool:
+    """Causal gate: forecast only when the stored input moved past the last issued forecast.
+
+    A degraded cycle kept the old forecast, whose input is older than the store: it retries.
+    """
+    latest = store.latest_ts(symbol, tf)
+    issued = store.latest_forecast(symbol, tf)
+    return latest is not None and (issued is None or issued.input_last_ts < latest)
+
+
+def forecast_all(store: CandleStore, settings: Settings, reports: list[SeriesReport], now_ms: int) -> Outcomes:
+    """Forecast each predicted series in turn (CPU-bound: serial keeps a small VM responsive)."""
+    outcomes: Outcomes = {}
+    for report in reports:
+        symbol, tf = report.symbol, report.timeframe
+        if not settings.policy(tf).predicted or not needs_forecast(store, symbol, tf):
+            continue
+        state = forecast_task(store, settings, symbol, tf, now_ms, return_state=True)
+        error = state_error(state)
+        outcomes[(symbol, tf)] = (state.result() if error is None else None, error)
+    return outcomes
+
+
+def forecast_failures(outcomes: Outcomes) -> dict[str, str]:
+    """A failed task or a degraded forecast (the last good one is served, flagged) is a failure."""
+    found: dict[str, str] = {}
+    for (symbol, tf), (outcome, error) in outcomes.items():
+        reason = error or (outcome.error if outcome and outcome.status == "degraded" else None)
+        if reason:
+            found[f"{symbol} {tf} forecast"] = reason
+    return found
+
+
+@flow(name="cycle")
+def cycle_flow(timeframe: str = "1h", symbols: list[str] | None = None) -> dict[str, object]:
+    """One cycle of ``timeframe``; missed boundaries are caught up since cursors come from the store."""
+    settings = flow_settings(symbols, [timeframe])
+    logger = get_run_logger()
+    with open_store(settings) as store:
+        with ExchangeClient(settings) as client:
+            reports = ingest_all(store, client, settings)
+        now_ms = int(time.time() * 1000)
+        outcomes = forecast_all(store, settings, reports, now_ms)
+        published = publish_task(store, settings, now_ms, return_state=True)
+    publish_error = state_error(published)
+    rows = [{**row, **forecast_columns(*outcomes.get((r.symbol, r.timeframe), (None, None)))}
+            for r, row in zip(reports, ingest_rows(reports))]
+    site = f"site {published.result().overall}" if publish_error is None else f"publish FAILED: {publish_error}"
+    publish_table(artifact_key("cycle", timeframe), rows,
+                  f"Cycle {timeframe}: {sum(r.new_candles for r in reports)} new candle(s), "
+                  f"{len(outcomes)} forecast(s), {site}.")
+    logger.info("cycle %s done: %s", timeframe, site)
+    failed = {**failures(reports), **forecast_failures(outcomes)}
+    if publish_error:
+        failed["publish"] = publish_error
+    fail_if_any("step(s)", failed)
+    return {
+        "ingest": reports,
+        "forecasts": {f"{s} {tf}": out for (s, tf), (out, _) in outcomes.items()},
+        "publish": published.result(),
+    }

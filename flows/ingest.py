@@ -1,0 +1,64 @@
+"""The ingest flow: every configured series, one task each, submitted concurrently.
+
+One failing series never stops the others: each task's final state is collected, a failure
+becomes a row of the run's table artifact, and the run ends Failed only after every series ran.
+The detection gate (skip when the store already has the latest closed candle) is inside
+``coin_core.ingest.ingest_series``; cursors come from the store, so a missed run is caught up.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from coin_core.exchange import ExchangeClient
+from coin_core.config import Settings
+from coin_core.ingest import SeriesReport
+from coin_core.storage import CandleStore, open_store
+
+from flows.artifacts import artifact_key, ingest_rows, publish_table
+from flows.common import fail_if_any, flow_settings, series_of, state_error
+from flows.tasks import cached, exchange_markets, ingest_series_task, markets_cache_key
+
+__all__ = ["ingest_all", "failures", "ingest_flow"]
+
+
+def ingest_all(store: CandleStore, client: ExchangeClient, settings: Settings) -> list[SeriesReport]:
+    """Submit one ingest task per listed series; a report per series, failures included."""
+    key = markets_cache_key(settings)
+    markets_state = cached(exchange_markets, key)(client, cache_key=key, return_state=True)
+    markets_error = state_error(markets_state)
+    if markets_error is not None:
+        return [SeriesReport(symbol=s, timeframe=tf, error=markets_error) for s, tf in series_of(settings)]
+    listed = set(markets_state.result())
+    reports: dict[tuple[str, str], SeriesReport] = {}
+    futures = {}
+    for symbol, tf in series_of(settings):
+        if symbol not in listed:
+            reports[(symbol, tf)] = SeriesReport(
+                symbol=symbol, timeframe=tf,
+                error=f"PermanentExchangeError: {symbol} is not listed on {settings.exchange_id}")
+            continue
+        futures[(symbol, tf)] = ingest_series_task.submit(store, client, settings, symbol, tf)
+    for (symbol, tf), future in futures.items():
+        state = future.wait()
+        error = state_error(state)
+        reports[(symbol, tf)] = state.result() if error is None else SeriesReport(symbol=symbol, timeframe=tf, error=error)
+    return [reports[s] for s in series_of(settings)]
+
+
+def failures(reports: list[SeriesReport]) -> dict[str, str]:
+    return {f"{r.symbol} {r.timeframe}": r.error for r in reports if r.error}
+
+
+@flow(name="ingest")
+def ingest_flow(symbols: list[str] | None = None, timeframes: list[str] | None = None) -> list[SeriesReport]:
+    """Ingest every closed candle of the configured (or given) symbols and timeframes."""
+    settings = flow_settings(symbols, timeframes)
+    with open_store(settings) as store, ExchangeClient(settings) as client:
+        reports = ingest_all(store, client, settings)
+    new = sum(r.new_candles for r in reports)
+    publish_table(artifact_key("ingest", "summary"), ingest_rows(reports),
+                  f"Ingest: {len(reports)} series, {new} new candle(s), {len(failures(reports))} failed.")
+    get_run_logger().info("ingested %d new candle(s) over %d series", new, len(reports))
+    fail_if_any("series", failures(reports))
+    return reports

@@ -1,0 +1,122 @@
+"""Prefect tasks: one-line wrappers over coin_core, plus the retry and cache policies.
+
+Retries are only on I/O tasks and only for errors that retrying can fix (transient exchange
+errors, an unreachable store); delays are whole seconds (Prefect 2.20 crashes on sub-second
+delays with jitter). CPU tasks (fit, forecast) never retry: the same input fails the same way.
+
+Cached tasks take an explicit ``cache_key`` parameter that is both their Prefect cache key and
+their result file name. Prefect 2.20 fails a run whose cached result file was deleted instead of
+recomputing it; :func:`cached` therefore asks for a cache refresh when the file is gone, so the
+task recomputes and writes it again (Prefect 3 recomputes on its own; this stays harmless).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prefect import task
+from prefect.context import TaskRunContext
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+from prefect.tasks import Task
+
+from coin_core.config import Settings
+from coin_core.errors import StorageUnavailableError, TransientExchangeError
+from coin_core.exchange import ExchangeClient
+from coin_core.forecast.predict import PredictOutcome, forecast_series
+from coin_core.forecast.specs import shared_spec
+from coin_core.forecast.training import TrainResult, data_range, fit_cache_key, train_series
+from coin_core.ingest import SeriesReport, ingest_series
+from coin_core.publish import PublishReport, publish_site
+from coin_core.storage import CandleStore
+
+__all__ = [
+    "RETRYABLE", "MARKETS_TTL", "retry_transient", "by_cache_key", "result_exists", "cached",
+    "markets_cache_key", "exchange_markets", "ingest_series_task", "forecast_task", "publish_task",
+    "fit_key_task", "train_task",
+]
+
+RETRYABLE: tuple[type[BaseException], ...] = (TransientExchangeError, StorageUnavailableError)
+#: Exchange market lists change rarely (a listing, a delisting): one load an hour is plenty.
+MARKETS_TTL = timedelta(hours=1)
+# The exchange client already retried with exponential backoff inside one attempt; these are
+# for an outage that outlasts it. The next scheduled cycle catches up whatever is still missed.
+IO_RETRIES = 2
+IO_RETRY_DELAYS = [1, 30]
+
+F = TypeVar("F", bound=Task)
+
+
+def retry_transient(task: Task, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry only what retrying can fix."""
+    return isinstance(state.result(raise_on_failure=False), RETRYABLE)
+
+
+def by_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    """Prefect ``cache_key_fn``: the task's explicit ``cache_key`` parameter (None = no cache)."""
+    return parameters.get("cache_key")
+
+
+def result_exists(cache_key: str) -> bool:
+    """Is the persisted result of ``cache_key`` still in the local result storage?"""
+    return (Path(PREFECT_LOCAL_STORAGE_PATH.value()).expanduser() / cache_key).is_file()
+
+
+def cached(fn: F, cache_key: str | None) -> F:
+    """``fn``, told to recompute (refresh its cache) when the result file of the key is gone."""
+    # with_options() drops task_run_name unless it is given again (Prefect 2.20).
+    if cache_key is None:
+        return fn.with_options(persist_result=False, result_storage_key=None,  # type: ignore[return-value]
+                               task_run_name=fn.task_run_name)
+    return fn.with_options(refresh_cache=not result_exists(cache_key),  # type: ignore[return-value]
+                           task_run_name=fn.task_run_name)
+
+
+_KEYED: dict[str, Any] = dict(
+    cache_key_fn=by_cache_key, result_storage_key="{parameters[cache_key]}", persist_result=True
+)
+
+
+def markets_cache_key(settings: Settings) -> str:
+    """One market list per exchange endpoint (the simulated one differs from the real one)."""
+    endpoint = hashlib.sha256(str(settings.exchange_api_url or "default").encode()).hexdigest()[:12]
+    return f"markets-{settings.exchange_id}-{endpoint}"
+
+
+@task(name="exchange-markets", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_expiration=MARKETS_TTL, **_KEYED)
+def exchange_markets(client: ExchangeClient, cache_key: str) -> list[str]:
+    return client.markets()
+
+
+@task(name="ingest-series", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      retry_condition_fn=retry_transient, task_run_name="ingest {symbol} {tf}")
+def ingest_series_task(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str, tf: str) -> SeriesReport:
+    return ingest_series(store, client, settings, symbol, tf)
+
+
+@task(name="forecast-series", task_run_name="forecast {symbol} {tf}")
+def forecast_task(store: CandleStore, settings: Settings, symbol: str, tf: str, now_ms: int) -> PredictOutcome:
+    return forecast_series(store, settings, symbol, tf, now_ms=now_ms)
+
+
+@task(name="publish-site", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      retry_condition_fn=retry_transient)
+def publish_task(store: CandleStore, settings: Settings, now_ms: int) -> PublishReport:
+    return publish_site(store, settings, now_ms=now_ms)
+
+
+@task(name="fit-cache-key", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      retry_condition_fn=retry_transient, task_run_name="fit key {symbol} {tf}")
+def fit_key_task(store: CandleStore, symbol: str, tf: str, lookback: int | None) -> str | None:
+    """The fit's identity (series, training data range, model spec); None when there is no data."""
+    rng = data_range(store, symbol, tf, lookback)
+    return None if rng is None else fit_cache_key(symbol, tf, rng.first_ts, rng.last_ts, rng.row_count, shared_spec(tf).spec_hash)
+
+
+@task(name="train-series", task_run_name="train {symbol} {tf}", **_KEYED)
+def train_task(store: CandleStore, settings: Settings, symbol: str, tf: str, lookback: int | None,
+               cache_key: str | None) -> TrainResult:
+    return train_series(store, settings, symbol, tf, lookback=lookback)

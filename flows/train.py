@@ -1,0 +1,66 @@
+"""The train flow: refit the champion spec of every series, never two train runs at once.
+
+* One at a time: the whole run holds a slot of the global concurrency limit ``train`` (limit 1).
+  The run first makes sure the limit exists and is ACTIVE (Prefect 2.20 would otherwise
+  auto-create it inactive, limiting nothing) and frees a slot leaked by a dead run.
+* No refit of what is already fitted: the fit task is cached under ``fit_cache_key`` (series,
+  training data range, model spec), so a retried or re-triggered run reuses the result; a
+  deleted result file means a refit, not a failed run (see ``flows.tasks.cached``).
+* Chunked extraction (bounded memory) happens inside ``coin_core.forecast.training``.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, runtime, task
+from prefect.concurrency.sync import concurrency
+
+from coin_core.config import Settings
+from coin_core.forecast.specs import default_lookback
+from coin_core.storage import CandleStore, open_store
+
+from flows.artifacts import artifact_key, publish_table, train_row
+from flows.common import fail_if_any, flow_settings, series_of, state_error
+from flows.setup import TRAIN_LIMIT, ensure_concurrency_limits, release_stale_slots
+from flows.tasks import cached, fit_key_task, train_task
+
+__all__ = ["TRAIN_WAIT_S", "prepare_train_limit", "train_one", "train_flow"]
+
+#: How long a train run waits for the one running before it gives up (and fails, saying so).
+TRAIN_WAIT_S = 4 * 3600
+
+
+@task(name="prepare-train-limit", retries=2, retry_delay_seconds=[1, 10])
+def prepare_train_limit(current_run: str | None) -> bool:
+    ensure_concurrency_limits()
+    return release_stale_slots(TRAIN_LIMIT, "train", current_run)
+
+
+def train_one(store: CandleStore, settings: Settings, symbol: str, tf: str, lookback: int | None) -> dict[str, object]:
+    """Key, then fit (or reuse the cached fit); one table row, failures included."""
+    lookback = lookback if lookback is not None else default_lookback(tf)
+    key_state = fit_key_task(store, symbol, tf, lookback, return_state=True)
+    error = state_error(key_state)
+    if error is not None:
+        return train_row(symbol, tf, None, False, error)
+    key = key_state.result()
+    state = cached(train_task, key)(store, settings, symbol, tf, lookback, cache_key=key, return_state=True)
+    error = state_error(state)
+    return train_row(symbol, tf, None if error else state.result(), state.name == "Cached", error)
+
+
+@flow(name="train")
+def train_flow(symbols: list[str] | None = None, timeframes: list[str] | None = None,
+               lookback: int | None = None) -> list[dict[str, object]]:
+    """Fit every predicted series (``lookback`` candles; default: the timeframe's training window)."""
+    settings = flow_settings(symbols, timeframes)
+    run_id = runtime.flow_run.id
+    prepare_train_limit(str(run_id) if run_id else None)
+    with concurrency(TRAIN_LIMIT, occupy=1, timeout_seconds=TRAIN_WAIT_S):
+        with open_store(settings) as store:
+            rows = [train_one(store, settings, s, tf, lookback) for s, tf in series_of(settings, predicted_only=True)]
+    publish_table(artifact_key("train", "summary"), rows,
+                  f"Train: {len(rows)} series, {sum(1 for r in rows if r['status'] == 'trained')} fitted, "
+                  f"{sum(1 for r in rows if r['cached'])} reused from cache.")
+    get_run_logger().info("train run done: %s", [f"{r['series']}={r['status']}" for r in rows])
+    fail_if_any("series", {str(r["series"]): str(r["error"]) for r in rows if r["status"] == "failed"})
+    return rows

@@ -1,0 +1,217 @@
+"""The Prefect flows, run for real: Prefect test harness (SQLite API), the embedded SQLite store,
+the real ccxt client against the simulated exchange, real Prophet fits on small histories.
+
+Settings reach the flows the production way: from environment variables read at flow entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+
+from coin_core.config import Settings
+from coin_core.exchange_sim import SimClock, SimExchange
+from coin_core.forecast.registry import list_versions
+from coin_core.storage.sqlite import SQLiteStore
+from flows import cycle_flow, ingest_flow, train_flow
+from flows.setup import TRAIN_LIMIT, ensure_concurrency_limits, read_concurrency_limit, release_stale_slots
+from flows.tasks import (
+    exchange_markets,
+    fit_key_task,
+    forecast_task,
+    ingest_series_task,
+    publish_task,
+    train_task,
+)
+from tests.fixtures.prefect import PrefectHarness
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+KLINES = "/api/v3/klines"
+
+
+@pytest.fixture
+def flow_env(sim_settings: Settings, sim_exchange: SimExchange, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Environment a worker would have: 14 days of 1h history keeps fits to about a second."""
+    env = {
+        "DATA_DIR": str(sim_settings.data_dir), "PUBLIC_DIR": str(sim_settings.public_dir),
+        "EXCHANGE_API_URL": sim_exchange.base_url, "EXCHANGE_TIMEOUT_S": "5",
+        "EXCHANGE_MAX_RETRIES": "0",  # the client gives up at once: Prefect's retries are under test
+        "TIMEFRAME_POLICY": json.dumps({"1h": {"lookback_days": 14}}),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return sim_settings
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _artifact_rows(flow_run_id: Any) -> list[dict[str, Any]]:
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    tables = [a for a in found if a.type == "table"]
+    assert len(tables) == 1, f"expected one table artifact, got {[a.key for a in found]}"
+    data = tables[0].data
+    return json.loads(data) if isinstance(data, str) else data
+
+
+async def _task_runs(flow_run_id: Any) -> list[TaskRun]:
+    async with get_client() as client:
+        return await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def _rows(state: State) -> dict[str, dict[str, Any]]:
+    return {row["series"]: row for row in _run(_artifact_rows(state.state_details.flow_run_id))}
+
+
+def _store(settings: Settings) -> SQLiteStore:
+    return SQLiteStore(settings.data_dir / "candles.sqlite3")
+
+
+@pytest.mark.slow
+def test_cycle_ingests_forecasts_publishes_then_gate_skips(flow_env: Settings, sim_exchange: SimExchange) -> None:
+    first = cycle_flow(return_state=True)
+    assert first.is_completed(), first.message
+    rows = _rows(first)
+    assert set(rows) == {"BTC/USDT 1h", "ETH/USDT 1h"}, "one artifact row per series"
+    for row in rows.values():
+        assert row["new candles"] >= 14 * 24 - 1 and row["error"] == "" and row["forecast"] == "ok"
+    public = flow_env.public_dir
+    assert (public / "index.html").is_file()
+    manifest = json.loads((public / "manifest.json").read_text())
+    assert "BTC/USDT" in json.dumps(manifest)
+    with _store(flow_env) as store:
+        forecast = store.latest_forecast("BTC/USDT", "1h")
+        assert forecast is not None and forecast.input_last_ts == store.latest_ts("BTC/USDT", "1h")
+
+    klines, info = sim_exchange.count(KLINES), sim_exchange.count("/api/v3/exchangeInfo")
+    second = cycle_flow(return_state=True)
+    assert second.is_completed(), second.message
+    again = _rows(second)
+    assert all(r["skipped"] and r["new candles"] == 0 and r["forecast"] == "not run" for r in again.values())
+    assert sim_exchange.count(KLINES) == klines, "detection gate: no klines request without a new candle"
+    assert sim_exchange.count("/api/v3/exchangeInfo") == info, "market list came from the task cache"
+
+
+def test_failing_series_does_not_stop_the_others(flow_env: Settings, sim_exchange: SimExchange,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TARGET_SYMBOLS", "BTC/USDT,XRP/USDT,ETH/USDT")
+    state = cycle_flow(return_state=True)
+    assert state.is_failed()
+    assert "XRP/USDT 1h" in state.message and "not listed" in state.message
+    rows = _rows(state)
+    assert list(rows) == ["BTC/USDT 1h", "XRP/USDT 1h", "ETH/USDT 1h"]
+    assert "not listed" in rows["XRP/USDT 1h"]["error"]
+    for ok in ("BTC/USDT 1h", "ETH/USDT 1h"):
+        assert rows[ok]["error"] == "" and rows[ok]["new candles"] > 0 and rows[ok]["forecast"] == "ok"
+    assert (flow_env.public_dir / "index.html").is_file(), "the site is published despite the failure"
+
+
+def test_permanent_exchange_error_fails_its_series_without_retry(
+    flow_env: Settings, sim_exchange: SimExchange, sim_clock: SimClock
+) -> None:
+    assert ingest_flow(return_state=True).is_completed()  # caches the market list, ETH included
+    sim_clock.advance(3600)  # a new candle closes on the exchange
+    sim_exchange.delist("ETH/USDT")  # still in the cached list; klines now answers Invalid symbol
+    state = ingest_flow(return_state=True)
+    assert state.is_failed() and "ETH/USDT 1h" in state.message
+    runs = {t.name: t for t in _run(_task_runs(state.state_details.flow_run_id))}
+    assert runs["ingest ETH/USDT 1h"].run_count == 1, "a permanent error is not retried"
+    rows = _rows(state)
+    assert rows["ETH/USDT 1h"]["error"].startswith("PermanentExchangeError")
+    assert rows["BTC/USDT 1h"]["error"] == "" and rows["BTC/USDT 1h"]["new candles"] >= 1
+
+
+def test_transient_error_is_retried_after_whole_seconds(flow_env: Settings, sim_exchange: SimExchange) -> None:
+    sim_exchange.faults.add("server_error", count=1, path=KLINES, status=503)
+    state = ingest_flow(return_state=True)
+    assert state.is_completed(), state.message
+    runs = [t for t in _run(_task_runs(state.state_details.flow_run_id)) if t.name.startswith("ingest ")]
+    assert sorted(t.run_count for t in runs) == [1, 2], "exactly the faulted series ran twice"
+    assert all(r["error"] == "" for r in _rows(state).values())
+
+
+def test_retry_policy_is_io_only_with_whole_second_delays() -> None:
+    for io in (exchange_markets, ingest_series_task, publish_task, fit_key_task):
+        assert io.retries >= 1 and io.retry_condition_fn is not None, io.name
+        delays = io.retry_delay_seconds if isinstance(io.retry_delay_seconds, list) else [io.retry_delay_seconds]
+        assert all(isinstance(d, int) and d >= 1 for d in delays), (io.name, delays)
+        assert not io.retry_jitter_factor
+    for cpu in (forecast_task, train_task):
+        assert cpu.retries == 0, f"{cpu.name} is CPU-bound: retrying repeats the same failure"
+
+
+def _train_rows(state: State) -> dict[str, dict[str, Any]]:
+    assert state.is_completed(), state.message
+    return _rows(state)
+
+
+@pytest.mark.slow
+def test_train_reuses_cached_fit_and_recomputes_a_deleted_result(
+    flow_env: Settings, prefect_harness: PrefectHarness
+) -> None:
+    assert ingest_flow(return_state=True).is_completed()
+    first = _train_rows(train_flow(return_state=True))
+    assert {r["status"] for r in first.values()} == {"trained"} and not any(r["cached"] for r in first.values())
+    versions = list_versions(flow_env, "BTC/USDT", "1h")
+
+    second = _train_rows(train_flow(return_state=True))
+    assert all(r["cached"] and r["model"] == first[s]["model"] for s, r in second.items()), "no refit"
+    assert list_versions(flow_env, "BTC/USDT", "1h") == versions
+
+    results = sorted(prefect_harness.storage.glob("fit-*-1h-*"))
+    assert len(results) >= 2
+    for path in results:
+        path.unlink()
+    third = _train_rows(train_flow(return_state=True))  # Prefect 2.20 alone would fail this run
+    assert not any(r["cached"] for r in third.values())
+    assert all(p.is_file() for p in results), "the recomputed results were persisted again"
+    assert all(r["cached"] for r in _train_rows(train_flow(return_state=True)).values())
+
+
+async def _set_limit(**changes: Any) -> None:
+    async with get_client() as client:
+        await client.update_global_concurrency_limit(TRAIN_LIMIT, GlobalConcurrencyLimitUpdate(**changes))
+
+
+def test_concurrency_limit_is_created_active_and_reactivated() -> None:
+    ensure_concurrency_limits()
+    _run(_set_limit(active=False, limit=5))
+    ensure_concurrency_limits()
+    found = read_concurrency_limit(TRAIN_LIMIT)
+    assert found is not None and found.active and found.limit == 1
+
+
+@pytest.mark.slow
+def test_stale_slot_is_released_only_without_a_running_train(flow_env: Settings) -> None:
+    ensure_concurrency_limits()
+    _run(_set_limit(active_slots=1))  # what a train run killed with its worker leaves behind
+    assert release_stale_slots(TRAIN_LIMIT, "train") is True
+    assert read_concurrency_limit(TRAIN_LIMIT).active_slots == 0
+    assert release_stale_slots(TRAIN_LIMIT, "train") is False  # nothing to release
+
+    _run(_set_limit(active_slots=1))
+    done: list[State] = []
+    worker = threading.Thread(target=lambda: done.append(train_flow(return_state=True)), daemon=True)
+    worker.start()
+    worker.join(timeout=180)
+    assert done and done[0].is_completed(), "a leaked slot must not block the next train run"
+    assert read_concurrency_limit(TRAIN_LIMIT).active_slots == 0
