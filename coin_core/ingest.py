@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from . import timeframes as tfs
 from .candles import to_frame, validate_candles
 from .config import Settings
-from .errors import CoinPredictError, DataValidationError
+from .errors import CoinPredictError, StorageError, StorageUnavailableError
 from .exchange import ExchangeClient
 from .health import IngestState, read_ingest_state, write_ingest_state
 from .storage import CandleStore, open_store
@@ -199,8 +199,16 @@ def _refill(pager: _Pager, report: SeriesReport) -> None:
 def apply_retention(store: CandleStore, settings: Settings, symbol: str, tf: tfs.Timeframe, now_ms: int) -> None:
     """Drop candles older than the timeframe's retention window (1m keeps a rolling window)."""
     days = settings.policy(tf).retention_days
-    if days:
+    if not days:
+        return
+    try:
         store.delete_range(symbol, tf, None, tfs.floor(now_ms - days * _DAY_MS, tf) - 1)
+    except StorageUnavailableError:
+        raise
+    except StorageError as exc:
+        # InfluxDB 2.x/3.x do not serve v1 DELETE: the candles are stored, only pruning is not
+        # possible here, so the series must not fail every cycle for it (the budget guard holds).
+        log.warning("retention of %s %s not applied: %s", symbol, tf, exc)
 
 
 def ingest_series(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str,
@@ -260,6 +268,9 @@ def _guarded(store: CandleStore, client: ExchangeClient, settings: Settings, sym
              now_ms: int | None, progress: Progress | None) -> SeriesReport:
     try:
         return ingest_series(store, client, settings, symbol, tf, now_ms=now_ms, progress=progress)
-    except (CoinPredictError, DataValidationError) as exc:
+    except CoinPredictError as exc:
         log.error("ingest of %s %s failed: %s", symbol, tf, exc)
-        return SeriesReport(symbol=symbol, timeframe=tf, error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        state = read_ingest_state(settings.data_dir, symbol, tf) or IngestState()
+        write_ingest_state(settings.data_dir, symbol, tf, state.model_copy(update={"last_error": error[:300]}))
+        return SeriesReport(symbol=symbol, timeframe=tf, error=error)

@@ -170,6 +170,7 @@ def test_one_failing_series_does_not_stop_the_others(cfg, sim_exchange, frozen) 
     assert not report.ok
     assert "PermanentExchangeError" in (by["BTC/USDT"].error or "")
     assert by["ETH/USDT"].error is None and by["ETH/USDT"].new_candles == 20 * 24
+    assert "PermanentExchangeError" in read_ingest_state(cfg.data_dir, "BTC/USDT", "1h").last_error
 
 
 def test_unknown_symbol_is_a_clear_error(cfg, sim_exchange, frozen) -> None:
@@ -244,3 +245,18 @@ def test_real_binance_1h_history_has_its_27_exchange_gaps_recorded(tmp_path, set
             before = sim.count("/api/v3/klines")
             assert ingest_series(store, client, cfg, "BTC/USDT", "1h").new_candles == 0
             assert sim.count("/api/v3/klines") - before == 1  # no gap is re-fetched
+
+
+def test_retention_refused_by_the_store_does_not_fail_the_series(cfg, sim_client, sim_exchange, frozen, caplog) -> None:
+    """InfluxDB 2.x/3.x refuse v1 DELETE: candles are still stored, the refusal is a warning."""
+    from coin_core.errors import StorageError
+
+    class NoDelete(SQLiteStore):
+        def _delete(self, symbol, tf, start, end) -> None:
+            raise StorageError("InfluxDB answered 405: DELETE is not supported")
+
+    cfg = cfg.model_copy(update={"timeframe_policy": {"1m": {"lookback_days": 1, "retention_days": 1}}})
+    with NoDelete(cfg.data_dir / "nd.sqlite3") as store:
+        report = ingest_series(store, sim_client, cfg, "BTC/USDT", "1m")
+        assert report.error is None and report.new_candles == 1440
+    assert "retention of BTC/USDT 1m not applied" in caplog.text
