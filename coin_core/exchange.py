@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import ccxt
@@ -108,6 +108,7 @@ class ExchangeClient:
         backoff_cap_s: float = 30.0,
         rate_limit_ms: int | None = None,
         rng: random.Random | None = None,
+        markets: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         self.exchange_id = settings.exchange_id
         self._max_retries = settings.exchange_max_retries
@@ -118,6 +119,10 @@ class ExchangeClient:
                          if s is not None and s.get_secret_value()]
         self._exchange = _build(settings, rate_limit_ms)
         self._markets: list[str] | None = None
+        if markets:
+            # A snapshot from market_snapshot() (e.g. cached by the flow): no exchangeInfo request.
+            self._exchange.set_markets(list(markets.values()))
+            self._markets = sorted(markets)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -129,6 +134,15 @@ class ExchangeClient:
                 s for s, m in loaded.items() if m.get("spot") and m.get("active") is not False
             )
         return list(self._markets)
+
+    def market_snapshot(self, symbols: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """ccxt's market structures of the listed ones among ``symbols`` (small, picklable).
+
+        Another client built with ``markets=`` this snapshot trades nothing and fetches candles
+        of those symbols without loading the exchange's whole market list again.
+        """
+        listed = set(self.markets())
+        return {s: self._exchange.markets[s] for s in (parse_symbol(x) for x in symbols) if s in listed}
 
     def check_symbols(self, symbols: Iterable[str]) -> None:
         """ConfigError naming every symbol the exchange does not list."""

@@ -13,7 +13,6 @@ import time
 from prefect import flow, get_run_logger
 
 from coin_core.config import Settings
-from coin_core.exchange import ExchangeClient
 from coin_core.forecast.predict import PredictOutcome
 from coin_core.ingest import SeriesReport
 from coin_core.storage import CandleStore, open_store
@@ -67,8 +66,7 @@ def cycle_flow(timeframe: str = "1h", symbols: list[str] | None = None) -> dict[
     settings = flow_settings(symbols, [timeframe])
     logger = get_run_logger()
     with open_store(settings) as store:
-        with ExchangeClient(settings) as client:
-            reports = ingest_all(store, client, settings)
+        reports = ingest_all(store, settings)
         now_ms = int(time.time() * 1000)
         outcomes = forecast_all(store, settings, reports, now_ms)
         published = publish_task(store, settings, now_ms, return_state=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from coin_core.exchange import ExchangeClient
 from coin_core.config import Settings
 from coin_core.ingest import SeriesReport
 from coin_core.storage import CandleStore, open_store
@@ -22,14 +21,15 @@ from flows.tasks import cached, exchange_markets, ingest_series_task, markets_ca
 __all__ = ["ingest_all", "failures", "ingest_flow"]
 
 
-def ingest_all(store: CandleStore, client: ExchangeClient, settings: Settings) -> list[SeriesReport]:
+def ingest_all(store: CandleStore, settings: Settings) -> list[SeriesReport]:
     """Submit one ingest task per listed series; a report per series, failures included."""
     key = markets_cache_key(settings)
-    markets_state = cached(exchange_markets, key)(client, cache_key=key, return_state=True)
+    markets_state = cached(exchange_markets, key)(settings, cache_key=key, return_state=True)
     markets_error = state_error(markets_state)
     if markets_error is not None:
         return [SeriesReport(symbol=s, timeframe=tf, error=markets_error) for s, tf in series_of(settings)]
-    listed = set(markets_state.result())
+    markets = markets_state.result()
+    listed = set(markets)
     reports: dict[tuple[str, str], SeriesReport] = {}
     futures = {}
     for symbol, tf in series_of(settings):
@@ -38,7 +38,7 @@ def ingest_all(store: CandleStore, client: ExchangeClient, settings: Settings) -
                 symbol=symbol, timeframe=tf,
                 error=f"PermanentExchangeError: {symbol} is not listed on {settings.exchange_id}")
             continue
-        futures[(symbol, tf)] = ingest_series_task.submit(store, client, settings, symbol, tf)
+        futures[(symbol, tf)] = ingest_series_task.submit(store, settings, markets, symbol, tf)
     for (symbol, tf), future in futures.items():
         state = future.wait()
         error = state_error(state)
@@ -54,8 +54,8 @@ def failures(reports: list[SeriesReport]) -> dict[str, str]:
 def ingest_flow(symbols: list[str] | None = None, timeframes: list[str] | None = None) -> list[SeriesReport]:
     """Ingest every closed candle of the configured (or given) symbols and timeframes."""
     settings = flow_settings(symbols, timeframes)
-    with open_store(settings) as store, ExchangeClient(settings) as client:
-        reports = ingest_all(store, client, settings)
+    with open_store(settings) as store:
+        reports = ingest_all(store, settings)
     new = sum(r.new_candles for r in reports)
     publish_table(artifact_key("ingest", "summary"), ingest_rows(reports),
                   f"Ingest: {len(reports)} series, {new} new candle(s), {len(failures(reports))} failed.")

@@ -80,21 +80,25 @@ _KEYED: dict[str, Any] = dict(
 
 
 def markets_cache_key(settings: Settings) -> str:
-    """One market list per exchange endpoint (the simulated one differs from the real one)."""
-    endpoint = hashlib.sha256(str(settings.exchange_api_url or "default").encode()).hexdigest()[:12]
-    return f"markets-{settings.exchange_id}-{endpoint}"
+    """One market snapshot per exchange endpoint and symbol set (the simulated one differs)."""
+    ident = f"{settings.exchange_api_url or 'default'}|{','.join(settings.target_symbols)}"
+    return f"markets-{settings.exchange_id}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
 
 
 @task(name="exchange-markets", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_expiration=MARKETS_TTL, **_KEYED)
-def exchange_markets(client: ExchangeClient, cache_key: str) -> list[str]:
-    return client.markets()
+def exchange_markets(settings: Settings, cache_key: str) -> dict[str, dict[str, Any]]:
+    with ExchangeClient(settings) as client:
+        return client.market_snapshot(settings.target_symbols)
 
 
 @task(name="ingest-series", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
       retry_condition_fn=retry_transient, task_run_name="ingest {symbol} {tf}")
-def ingest_series_task(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str, tf: str) -> SeriesReport:
-    return ingest_series(store, client, settings, symbol, tf)
+def ingest_series_task(store: CandleStore, settings: Settings, markets: dict[str, dict[str, Any]],
+                       symbol: str, tf: str) -> SeriesReport:
+    # One ccxt client per task: tasks run in threads and a ccxt instance is not thread-safe.
+    with ExchangeClient(settings, markets=markets) as client:
+        return ingest_series(store, client, settings, symbol, tf)
 
 
 @task(name="forecast-series", task_run_name="forecast {symbol} {tf}")

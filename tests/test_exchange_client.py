@@ -214,3 +214,16 @@ def test_bad_exchange_configuration_is_a_config_error(settings: Settings) -> Non
         ExchangeClient(settings.model_copy(update={"exchange_api_url": "ftp://x"}))
     with pytest.raises(ConfigError, match="notanexchange"):
         ExchangeClient(settings.model_copy(update={"exchange_id": "notanexchange"}))
+
+
+def test_market_snapshot_lets_another_client_fetch_without_loading_markets(sim_settings, sim_exchange) -> None:
+    from coin_core.exchange import ExchangeClient
+
+    with ExchangeClient(sim_settings, rate_limit_ms=1) as first:
+        snapshot = first.market_snapshot(["btc/usdt", "DOGE/USDT"])
+    assert list(snapshot) == ["BTC/USDT"]  # unlisted symbols are left out, not invented
+    loads = sim_exchange.count("/api/v3/exchangeInfo")
+    with ExchangeClient(sim_settings, rate_limit_ms=1, markets=snapshot) as second:
+        rows = second.fetch_ohlcv("BTC/USDT", "1h", since=None, limit=5)
+        assert second.markets() == ["BTC/USDT"]
+    assert len(rows) == 5 and sim_exchange.count("/api/v3/exchangeInfo") == loads

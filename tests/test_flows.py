@@ -88,8 +88,11 @@ def _store(settings: Settings) -> SQLiteStore:
 
 @pytest.mark.slow
 def test_cycle_ingests_forecasts_publishes_then_gate_skips(flow_env: Settings, sim_exchange: SimExchange) -> None:
+    loads = sim_exchange.count("/api/v3/exchangeInfo")
     first = cycle_flow(return_state=True)
     assert first.is_completed(), first.message
+    # One market load for the run; each series' task fetches with its own client on the snapshot.
+    assert sim_exchange.count("/api/v3/exchangeInfo") - loads <= 1
     rows = _rows(first)
     assert set(rows) == {"BTC/USDT 1h", "ETH/USDT 1h"}, "one artifact row per series"
     for row in rows.values():
