@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import threading
 from typing import Any
 
@@ -45,8 +46,14 @@ KLINES = "/api/v3/klines"
 
 
 @pytest.fixture
-def flow_env(sim_settings: Settings, sim_exchange: SimExchange, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Environment a worker would have: 14 days of 1h history keeps fits to about a second."""
+def flow_env(sim_settings: Settings, sim_exchange: SimExchange, sim_clock: Any, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Environment a worker would have: 14 days of 1h history keeps fits to about a second.
+
+    The exchange's clock is frozen mid-hour, so no candle closes while a test runs (a wall
+    clock crossing the hour made the detection-gate assertions flaky).
+    """
+    now = time.time()
+    sim_clock.set(now - now % 3600 + 1800)
     env = {
         "DATA_DIR": str(sim_settings.data_dir), "PUBLIC_DIR": str(sim_settings.public_dir),
         "EXCHANGE_API_URL": sim_exchange.base_url, "EXCHANGE_TIMEOUT_S": "5",
