@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.concurrency.sync import concurrency
 
 from coin_core.config import Settings
 from coin_core.forecast.predict import PredictOutcome
@@ -20,9 +21,13 @@ from coin_core.storage import CandleStore, open_store
 from flows.artifacts import artifact_key, forecast_columns, ingest_rows, publish_table
 from flows.common import fail_if_any, flow_settings, state_error
 from flows.ingest import failures, ingest_all
+from flows.setup import CYCLE_LIMIT, ensure_concurrency_limits
 from flows.tasks import forecast_task, publish_task
 
-__all__ = ["needs_forecast", "forecast_all", "forecast_failures", "cycle_flow"]
+__all__ = ["CYCLE_WAIT_S", "needs_forecast", "forecast_all", "forecast_failures", "prepare_cycle_limit", "cycle_flow"]
+
+#: A cycle waits this long for the one before it; then it fails and the next one catches up.
+CYCLE_WAIT_S = 50 * 60
 
 Outcomes = dict[tuple[str, str], tuple[PredictOutcome | None, str | None]]
 
@@ -60,16 +65,28 @@ def forecast_failures(outcomes: Outcomes) -> dict[str, str]:
     return found
 
 
+@task(name="prepare-cycle-limit", retries=2, retry_delay_seconds=[1, 10])
+def prepare_cycle_limit() -> None:
+    ensure_concurrency_limits()
+
+
 @flow(name="cycle")
 def cycle_flow(timeframe: str = "1h", symbols: list[str] | None = None) -> dict[str, object]:
-    """One cycle of ``timeframe``; missed boundaries are caught up since cursors come from the store."""
+    """One cycle of ``timeframe``; missed boundaries are caught up since cursors come from the store.
+
+    Ingest and forecast cover ``timeframe`` (and ``symbols`` when given); publish always covers
+    every configured series, so the site never shrinks to the series of the last run. Cycles of
+    every timeframe hold the one ``cycle`` slot: a slow run never interleaves with the next.
+    """
     settings = flow_settings(symbols, [timeframe])
+    site_settings = flow_settings()
     logger = get_run_logger()
-    with open_store(settings) as store:
+    prepare_cycle_limit()
+    with concurrency(CYCLE_LIMIT, occupy=1, timeout_seconds=CYCLE_WAIT_S), open_store(settings) as store:
         reports = ingest_all(store, settings)
         now_ms = int(time.time() * 1000)
         outcomes = forecast_all(store, settings, reports, now_ms)
-        published = publish_task(store, settings, now_ms, return_state=True)
+        published = publish_task(store, site_settings, now_ms, return_state=True)
     publish_error = state_error(published)
     rows = [{**row, **forecast_columns(*outcomes.get((r.symbol, r.timeframe), (None, None)))}
             for r, row in zip(reports, ingest_rows(reports))]

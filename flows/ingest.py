@@ -1,4 +1,4 @@
-"""The ingest flow: every configured series, one task each, submitted concurrently.
+"""The ingest flow: every configured series, one task each.
 
 One failing series never stops the others: each task's final state is collected, a failure
 becomes a row of the run's table artifact, and the run ends Failed only after every series ran.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from coin_core.config import Settings
+from coin_core.exchange import ExchangeClient
 from coin_core.ingest import SeriesReport
 from coin_core.storage import CandleStore, open_store
 
@@ -22,28 +23,30 @@ __all__ = ["ingest_all", "failures", "ingest_flow"]
 
 
 def ingest_all(store: CandleStore, settings: Settings) -> list[SeriesReport]:
-    """Submit one ingest task per listed series; a report per series, failures included."""
+    """One ingest task per listed series, run in turn; a report per series, failures included.
+
+    Serial on purpose: one ccxt client (not thread-safe) and so one request throttle for the
+    exchange, whatever the number of symbols — stability over speed (a 1h cycle of 50 symbols
+    is 50 small requests). The market snapshot comes from a cached task, so a cycle does not
+    reload the exchange's whole market list.
+    """
     key = markets_cache_key(settings)
     markets_state = cached(exchange_markets, key)(settings, cache_key=key, return_state=True)
     markets_error = state_error(markets_state)
     if markets_error is not None:
         return [SeriesReport(symbol=s, timeframe=tf, error=markets_error) for s, tf in series_of(settings)]
     markets = markets_state.result()
-    listed = set(markets)
-    reports: dict[tuple[str, str], SeriesReport] = {}
-    futures = {}
-    for symbol, tf in series_of(settings):
-        if symbol not in listed:
-            reports[(symbol, tf)] = SeriesReport(
-                symbol=symbol, timeframe=tf,
-                error=f"PermanentExchangeError: {symbol} is not listed on {settings.exchange_id}")
-            continue
-        futures[(symbol, tf)] = ingest_series_task.submit(store, settings, markets, symbol, tf)
-    for (symbol, tf), future in futures.items():
-        state = future.wait()
-        error = state_error(state)
-        reports[(symbol, tf)] = state.result() if error is None else SeriesReport(symbol=symbol, timeframe=tf, error=error)
-    return [reports[s] for s in series_of(settings)]
+    reports: list[SeriesReport] = []
+    with ExchangeClient(settings, markets=markets) as client:
+        for symbol, tf in series_of(settings):
+            if symbol not in markets:
+                reports.append(SeriesReport(symbol=symbol, timeframe=tf,
+                                            error=f"PermanentExchangeError: {symbol} is not listed on {settings.exchange_id}"))
+                continue
+            state = ingest_series_task(store, client, settings, symbol, tf, return_state=True)
+            error = state_error(state)
+            reports.append(state.result() if error is None else SeriesReport(symbol=symbol, timeframe=tf, error=error))
+    return reports
 
 
 def failures(reports: list[SeriesReport]) -> dict[str, str]:

@@ -37,6 +37,7 @@ from prefect.exceptions import ObjectNotFound
 __all__ = [
     "CONCURRENCY_LIMITS",
     "TRAIN_LIMIT",
+    "CYCLE_LIMIT",
     "ensure_concurrency_limits",
     "release_stale_slots",
     "read_concurrency_limit",
@@ -46,9 +47,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TRAIN_LIMIT = "train"
+CYCLE_LIMIT = "cycle"
 #: name -> slots. ``train`` = 1: a fit holds a whole series in memory; two at once on a small VM
-#: is how the original system ran out of memory.
-CONCURRENCY_LIMITS: dict[str, int] = {TRAIN_LIMIT: 1}
+#: is how the original system ran out of memory. ``cycle`` = 1: every cycle (any timeframe)
+#: writes the same store series and the same public/, so a slow run and the next scheduled one
+#: must not interleave.
+CONCURRENCY_LIMITS: dict[str, int] = {TRAIN_LIMIT: 1, CYCLE_LIMIT: 1}
 
 T = TypeVar("T")
 

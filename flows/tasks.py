@@ -94,11 +94,8 @@ def exchange_markets(settings: Settings, cache_key: str) -> dict[str, dict[str, 
 
 @task(name="ingest-series", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
       retry_condition_fn=retry_transient, task_run_name="ingest {symbol} {tf}")
-def ingest_series_task(store: CandleStore, settings: Settings, markets: dict[str, dict[str, Any]],
-                       symbol: str, tf: str) -> SeriesReport:
-    # One ccxt client per task: tasks run in threads and a ccxt instance is not thread-safe.
-    with ExchangeClient(settings, markets=markets) as client:
-        return ingest_series(store, client, settings, symbol, tf)
+def ingest_series_task(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str, tf: str) -> SeriesReport:
+    return ingest_series(store, client, settings, symbol, tf)
 
 
 @task(name="forecast-series", task_run_name="forecast {symbol} {tf}")

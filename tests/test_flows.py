@@ -225,3 +225,16 @@ def test_stale_slot_is_released_only_without_a_running_train(flow_env: Settings)
     worker.join(timeout=180)
     assert done and done[0].is_completed(), "a leaked slot must not block the next train run"
     assert read_concurrency_limit(TRAIN_LIMIT).active_slots == 0
+
+
+@pytest.mark.slow
+def test_a_cycle_of_one_timeframe_publishes_every_configured_series(flow_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENABLE_MULTI_TIMEFRAMES", "true")
+    monkeypatch.setenv("INGEST_TIMEFRAMES", "1h,1w")
+    state = cycle_flow(timeframe="1w", symbols=["BTC/USDT"], return_state=True)
+    assert state.is_completed(), state.message
+    rows = _rows(state)
+    assert set(rows) == {"BTC/USDT 1w"}, "ingest and forecast cover the run's timeframe and symbols only"
+    manifest = json.loads((flow_env.public_dir / "manifest.json").read_text())
+    listed = {(s["symbol"], s["timeframe"]) for s in manifest["series"]}
+    assert listed == {(s, tf) for s in ("BTC/USDT", "ETH/USDT") for tf in ("1h", "1w")}, "the site never shrinks"
