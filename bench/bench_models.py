@@ -33,6 +33,11 @@ from coin_core.timeframes import Timeframe, add  # noqa: E402
 
 MARKET = REPO.parent / "shared" / "data" / "market"
 SPECS = {"naive": lambda tf: ModelSpec(name="naive"), "drift": lambda tf: ModelSpec(name="drift"), "prophet": shared_spec}
+#: Production predicts from a champion up to a week older than the latest candle (weekly train):
+#: these variants fit one week before the origin and predict from the origin's latest candle,
+#: with and without the level correction (``recent=``).
+WEEK_OLD = {"prophet_week_old_fit": True, "prophet_week_old_fit_unanchored": False}
+LAG = {"1h": 168, "1d": 7}
 
 
 def load_csv(tf: Timeframe, last: int | None) -> pd.DataFrame:
@@ -45,7 +50,9 @@ def speed_and_accuracy(tf: Timeframe, candles: pd.DataFrame, horizon: int, origi
     """Fit at ``origins`` rolling cut-offs; score each model on the next ``horizon`` candles."""
     hist = candles[["ts", "close"]].rename(columns={"close": "y"})
     report: dict[str, Any] = {"timeframe": tf, "rows_per_fit": None, "horizon": horizon, "origins": origins, "models": {}}
-    for name, spec_of in SPECS.items():
+    variants = {**{n: (f, 0, True) for n, f in SPECS.items()},
+                **{n: (shared_spec, LAG.get(tf, 0), anchored) for n, anchored in WEEK_OLD.items()}}
+    for name, (spec_of, lag, anchored) in variants.items():
         fits, preds, abs_err, pct_err, cover = [], [], [], [], []
         for k in range(origins, 0, -1):
             cut = len(hist) - k * horizon
@@ -53,10 +60,10 @@ def speed_and_accuracy(tf: Timeframe, candles: pd.DataFrame, horizon: int, origi
             # targets are the boundary-aligned next candles after the cut, as in production
             targets = [add(int(train["ts"].iloc[-1]), tf, i) for i in range(1, horizon + 1)]
             started = time.perf_counter()
-            model = make_model(spec_of(tf)).fit(train)
+            model = make_model(spec_of(tf)).fit(train.iloc[:len(train) - lag])
             fits.append(time.perf_counter() - started)
             started = time.perf_counter()
-            out = model.predict(targets)
+            out = model.predict(targets, recent=train.tail(8) if anchored else None)
             preds.append(time.perf_counter() - started)
             merged = out.merge(test, on="ts", how="inner")  # real exchange gaps: score what exists
             err = (merged["yhat"] - merged["y"]).abs()

@@ -173,3 +173,24 @@ def test_prophet_is_quiet(capfd: pytest.CaptureFixture[str]) -> None:
     ProphetModel(ModelSpec(name="prophet", params={"uncertainty_samples": 50})).fit(walk_history("1d", 120, DAY_END)).predict([add(DAY_END, "1d", 1)])
     captured = capfd.readouterr()
     assert "cmdstanpy" not in captured.err + captured.out and "plotly" not in captured.err + captured.out
+
+
+def test_prophet_forecast_starts_from_the_latest_close_not_from_an_old_fit() -> None:
+    """A champion fitted a week ago must still forecast from the latest candle (level correction)."""
+    import numpy as np
+    import pandas as pd
+
+    from coin_core.forecast import make_model, shared_spec
+
+    h = 3_600_000
+    rng = np.random.default_rng(7)
+    ts = np.arange(400, dtype="int64") * h + 1_700_000_000_000 // h * h
+    y = 100 + np.cumsum(rng.normal(0, 0.3, 400))
+    model = make_model(shared_spec("1h")).fit(pd.DataFrame({"ts": ts[:300], "y": y[:300]}))
+    recent = pd.DataFrame({"ts": ts[300:], "y": y[300:] * 2})  # the market doubled since the fit
+    targets = [int(ts[-1]) + k * h for k in range(1, 4)]
+    anchored = model.predict(targets, recent=recent)
+    stale = model.predict(targets)
+    assert abs(anchored["yhat"].iloc[0] - recent["y"].iloc[-1]) < 0.05 * recent["y"].iloc[-1]
+    assert abs(stale["yhat"].iloc[0] - recent["y"].iloc[-1]) > 0.3 * recent["y"].iloc[-1]
+    assert (anchored["yhat_lower"] <= anchored["yhat"]).all() and (anchored["yhat"] <= anchored["yhat_upper"]).all()

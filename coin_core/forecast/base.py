@@ -206,10 +206,10 @@ class Model(ABC):
     def predict(self, target_ts: Sequence[int], recent: pd.DataFrame | None = None) -> pd.DataFrame:
         """Forecast at ``target_ts`` (ascending candle open times).
 
-        ``recent`` is an optional ``ts``/``y`` tail of the latest observations. Models anchored on
-        the last value (naive, drift) re-anchor on it when it is newer than their fit, so a
-        champion trained earlier still forecasts from the latest stored candle; Prophet's fitted
-        trend already covers any target time and ignores it.
+        ``recent`` is an optional ``ts``/``y`` tail of the latest observations, so a champion
+        trained earlier still forecasts from the latest stored candle: naive and drift re-anchor
+        on its last value when it is newer than their fit; Prophet keeps its fitted trend and
+        seasonality but shifts the level by its residual at the last observation.
         """
         if self.state_ is None:
             raise ModelError(f"{self.name} model is not fitted: call fit() or load() first")

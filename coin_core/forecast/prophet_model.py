@@ -126,17 +126,22 @@ class ProphetModel(Model):
 
     def _predict(self, state: dict[str, Any], target_ts: np.ndarray, recent: pd.DataFrame | None) -> pd.DataFrame:
         m = self._fitted(state)
-        order = np.argsort(target_ts, kind="stable")  # prophet sorts its input: map rows back
-        future = pd.DataFrame({"ds": to_ds(target_ts[order])})
+        anchor = None if recent is None or recent.empty else recent.iloc[-1]
+        stamps = target_ts if anchor is None else np.append(target_ts, int(anchor["ts"]))
+        order = np.argsort(stamps, kind="stable")  # prophet sorts its input: map rows back
         with _RNG_LOCK:
             saved = np.random.get_state()
             np.random.seed(int(state.get("seed", 0)))
             try:
-                raw = m.predict(future)
+                raw = m.predict(pd.DataFrame({"ds": to_ds(stamps[order])}))
             finally:
                 np.random.set_state(saved)
-        out = np.empty((len(target_ts), 3))
+        out = np.empty((len(stamps), 3))
         out[order] = raw[["yhat", "yhat_lower", "yhat_upper"]].to_numpy()
+        if anchor is not None:
+            # Level correction: the fit may be days older than the latest candle (weekly
+            # retrain); shift trend+seasonality so the path starts from the latest close.
+            out = out[:-1] + (float(anchor["y"]) - out[-1, 0])
         return pd.DataFrame({"ts": target_ts, "yhat": out[:, 0], "yhat_lower": out[:, 1], "yhat_upper": out[:, 2]})
 
     def _validate_state(self, state: dict[str, Any]) -> dict[str, Any]:
