@@ -223,11 +223,13 @@ def ingest_series(store: CandleStore, client: ExchangeClient, settings: Settings
     if latest is not None and latest >= target:
         report.skipped = True  # detection gate: no new closed candle, no network call
     else:
+        # Retention first: a store at its budget must be able to make room before it writes.
+        apply_retention(store, settings, symbol, tf, now_ms)
+        latest = store.latest_ts(symbol, tf)
         start = tfs.add(latest, tf, 1) if latest is not None else _initial_start(client, settings, symbol, tf, now_ms)
         if start is not None:
             pager.run(start, target, bounded=False, leading=latest is not None)
         _refill(pager, report)
-        apply_retention(store, settings, symbol, tf, now_ms)
     report.rejected = sum(pager.reasons.values())
     report.rejected_reasons = dict(pager.reasons)
     _mark_state(settings, store, symbol, tf, now_ms, report)

@@ -260,3 +260,17 @@ def test_retention_refused_by_the_store_does_not_fail_the_series(cfg, sim_client
         report = ingest_series(store, sim_client, cfg, "BTC/USDT", "1m")
         assert report.error is None and report.new_candles == 1440
     assert "retention of BTC/USDT 1m not applied" in caplog.text
+
+
+def test_a_store_at_its_budget_makes_room_through_retention(cfg, sim_client, sim_exchange, frozen) -> None:
+    """Retention runs before writing and freed space counts: the budget guard is recoverable."""
+    cfg = cfg.model_copy(update={"timeframe_policy": {"1m": {"lookback_days": 4, "retention_days": 4}}})
+    with SQLiteStore(cfg.data_dir / "budget.sqlite3") as store:
+        ingest_series(store, sim_client, cfg, "BTC/USDT", "1m")
+        store.budget_bytes = store.size_bytes()  # full: the next write would be refused
+        with pytest.raises(StorageBudgetExceeded):
+            store.write_candles("BTC/USDT", "1m", store.read_candles("BTC/USDT", "1m").tail(1))
+        frozen.advance(2 * 86_400)  # half of the stored window is now past retention
+        report = ingest_series(store, sim_client, cfg, "BTC/USDT", "1m")
+        assert report.error is None and report.new_candles == 2 * 1440
+        assert store.count("BTC/USDT", "1m") == 4 * 1440

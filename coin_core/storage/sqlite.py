@@ -138,7 +138,10 @@ class SQLiteStore(CandleStore):
         return [(s, t) for s, t in self._exec("SELECT DISTINCT symbol, timeframe FROM candles")]
 
     def _size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        # Pages in use, not the file size: deleted rows free pages that SQLite reuses, so
+        # retention makes room under the budget without a VACUUM (the file never shrinks).
+        (page_size,), (pages,), (free,) = (self._exec(f"PRAGMA {p}")[0] for p in ("page_size", "page_count", "freelist_count"))
+        return int(page_size) * (int(pages) - int(free))
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
