@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -18,7 +19,7 @@ from .policy import DEFAULT_POLICIES, TimeframePolicy
 from .symbols import parse_symbols
 from .timeframes import Timeframe, parse_timeframe
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "redact_url"]
 
 StoreKind = Literal["sqlite", "influxdb"]
 
@@ -119,7 +120,17 @@ class Settings(BaseSettings):
         for key, value in data.items():
             if isinstance(getattr(self, key), SecretStr) and value:
                 data[key] = "**********"
+            elif key.endswith("_url") and isinstance(value, str):
+                data[key] = redact_url(value)
         return data
+
+
+def redact_url(url: str) -> str:
+    """``http://user:pass@host/x`` -> ``http://***@host/x``: credentials never reach output."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[-1]))
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -72,3 +72,11 @@ def test_exchange_command_serves_the_simulated_exchange(tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_config_strips_credentials_from_urls(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INFLUXDB_URL", "http://alice:s3cr3t-pw@db.internal:8086")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cr3t-pw" not in out and "alice" not in out and '"influxdb_url": "http://***@db.internal:8086"' in out
