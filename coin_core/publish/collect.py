@@ -6,6 +6,8 @@ surfaces before a single file is touched.
 
 from __future__ import annotations
 
+import re
+
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,10 +138,25 @@ def _prediction_freshness(
     )
 
 
+_ERROR_KIND = re.compile(r"^([A-Z][A-Za-z]{2,40}Error)\b")
+
+
+def _public(health: PredictionHealth | None) -> PredictionHealth | None:
+    """Only the kind of a failure reaches the public site: messages can name hosts or paths.
+
+    The full text stays in ``data/state`` and the Prefect run logs for the operator.
+    """
+    if health is None or not health.last_error:
+        return health
+    kind = _ERROR_KIND.match(health.last_error)
+    summary = f"{kind.group(1)} (details in the operator's logs)" if kind else "prediction failed (details in the operator's logs)"
+    return health.model_copy(update={"last_error": summary})
+
+
 def collect_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> SeriesState:
     policy = settings.policy(tf)
     data_dir = Path(settings.data_dir)
-    health = read_prediction_health(data_dir, symbol, tf)
+    health = _public(read_prediction_health(data_dir, symbol, tf))
     ingest = read_ingest_state(data_dir, symbol, tf)
     bounds = store.bounds(symbol, tf)
     candles = store.tail(symbol, tf, policy.served_candles)
