@@ -349,3 +349,20 @@ def test_chart_geometry_places_forecast_after_the_last_candle(site_world: SiteWo
     assert all(top <= c.wick_top <= c.wick_bottom <= bottom for c in chart.candles)
     no_forecast = build_chart(frame.head(30), None, "1h")
     assert (len(no_forecast.candles), no_forecast.points, no_forecast.boundary_x) == (30, [], None)
+
+
+def test_a_kept_older_forecast_shows_only_its_future_points(site_world: SiteWorld) -> None:
+    """Degraded: the last good forecast started 2 candles ago; those 2 points are history now."""
+    frame = site_world.store.tail("BTC/USDT", "1h", 200)
+    latest = int(frame["ts"].iloc[-1])
+    old = site_world.forecast("BTC/USDT", "1h", latest - 2 * 3_600_000, float(frame["close"].iloc[-3]))
+    chart = build_chart(frame, old.points, "1h")
+    assert [p.ts for p in chart.points] == [t for t in old.points["ts"] if t > latest]
+    assert len(chart.points) == len(old.points) - 2 and chart.candles[-1].x < chart.points[0].x
+    site_world.health("BTC/USDT", "1h", "degraded", last_error="ModelError: fit failed")
+    site_world.publish()
+    entry = manifest_entry(site_world.public, "BTC-USDT_1h")
+    index = (site_world.public / "index.html").read_text()
+    from coin_core.publish.format import format_ts
+
+    assert format_ts(latest + 3_600_000, "1h") in index and entry["signals"] == ["degraded"]

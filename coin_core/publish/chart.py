@@ -125,6 +125,10 @@ def _labels(chart: Chart, scale: _Scale, stamps: list[int], tf: Timeframe) -> No
 def build_chart(candles: pd.DataFrame, points: pd.DataFrame | None, tf: Timeframe) -> Chart:
     """Chart of the latest :data:`CHART_MAX_CANDLES` candles and, if given, the forecast."""
     recent = candles.tail(CHART_MAX_CANDLES).reset_index(drop=True)
+    if points is not None and not recent.empty:
+        # Points are drawn in the slots after the last candle, so only future ones belong
+        # there (a kept, degraded forecast can start at candles that have closed since).
+        points = points[points["ts"] > int(recent["ts"].iloc[-1])].reset_index(drop=True)
     forecast = points if points is not None and not points.empty else None
     lows = list(recent["low"]) + ([] if forecast is None else list(forecast["yhat_lower"]))
     highs = list(recent["high"]) + ([] if forecast is None else list(forecast["yhat_upper"]))

@@ -95,8 +95,14 @@ class SeriesState:
 
     @property
     def next_point(self) -> ForecastPoint | None:
-        """The first served forecast point: the candle after the latest closed one."""
+        """The first served forecast point after the latest stored candle.
+
+        A kept (degraded) forecast may start at candles that have closed since: those are
+        history now, not a "next" forecast.
+        """
         points = self.served_points
+        if points is not None and self.latest_ts is not None:
+            points = points[points["ts"] > self.latest_ts]
         if points is None or points.empty:
             return None
         row = points.iloc[0]
