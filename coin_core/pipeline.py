@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from . import timeframes as tfs
 from .config import Settings
+from .errors import DataValidationError, ModelError
 from .ingest import IngestReport, Progress, run_ingest
 from .storage import open_store
 
@@ -44,7 +45,11 @@ def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timef
         for symbol, tf in _series(settings, symbols, timeframes):
             if not settings.policy(tf).predicted:
                 continue
-            result = train_series(store, settings, symbol, tf, lookback=lookback)
+            try:
+                result = train_series(store, settings, symbol, tf, lookback=lookback)
+            except (ModelError, DataValidationError) as exc:  # one series' failure never stops the others
+                results[f"{symbol} {tf}"] = f"failed: {exc}"
+                continue
             results[f"{symbol} {tf}"] = f"{result.status} {result.model_version or ''}".strip()
     return results
 
