@@ -64,13 +64,14 @@ def result_exists(cache_key: str) -> bool:
     return (Path(PREFECT_LOCAL_STORAGE_PATH.value()).expanduser() / cache_key).is_file()
 
 
-def cached(fn: F, cache_key: str | None) -> F:
-    """``fn``, told to recompute (refresh its cache) when the result file of the key is gone."""
+def cached(fn: F, cache_key: str | None, refresh: bool = False) -> F:
+    """``fn``, told to recompute (refresh its cache) when the result file of the key is gone
+    or when the caller knows the cached result no longer holds (``refresh``)."""
     # with_options() drops task_run_name unless it is given again (Prefect 2.20).
     if cache_key is None:
         return fn.with_options(persist_result=False, result_storage_key=None,  # type: ignore[return-value]
                                task_run_name=fn.task_run_name)
-    return fn.with_options(refresh_cache=not result_exists(cache_key),  # type: ignore[return-value]
+    return fn.with_options(refresh_cache=refresh or not result_exists(cache_key),  # type: ignore[return-value]
                            task_run_name=fn.task_run_name)
 
 

@@ -16,6 +16,7 @@ from prefect.concurrency.sync import concurrency
 
 from coin_core.config import Settings
 from coin_core.forecast.specs import default_lookback
+from coin_core.forecast.training import champion_fit_key
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, publish_table, train_row
@@ -43,7 +44,9 @@ def train_one(store: CandleStore, settings: Settings, symbol: str, tf: str, look
     if error is not None:
         return train_row(symbol, tf, None, False, error)
     key = key_state.result()
-    state = cached(train_task, key)(store, settings, symbol, tf, lookback, cache_key=key, return_state=True)
+    # Reuse a cached fit only while it is still the serving champion (not rolled back/corrupt).
+    stale = key is not None and champion_fit_key(settings, symbol, tf) != key
+    state = cached(train_task, key, refresh=stale)(store, settings, symbol, tf, lookback, cache_key=key, return_state=True)
     error = state_error(state)
     return train_row(symbol, tf, None if error else state.result(), state.name == "Cached", error)
 

@@ -26,7 +26,7 @@ from prefect.states import State
 
 from coin_core.config import Settings
 from coin_core.exchange_sim import SimClock, SimExchange
-from coin_core.forecast.registry import list_versions
+from coin_core.forecast.registry import artifact_path, list_versions, load_champion, read_pointer
 from coin_core.storage.sqlite import SQLiteStore
 from flows import cycle_flow, ingest_flow, train_flow
 from flows.setup import TRAIN_LIMIT, ensure_concurrency_limits, read_concurrency_limit, release_stale_slots
@@ -195,6 +195,12 @@ def test_train_reuses_cached_fit_and_recomputes_a_deleted_result(
     assert not any(r["cached"] for r in third.values())
     assert all(p.is_file() for p in results), "the recomputed results were persisted again"
     assert all(r["cached"] for r in _train_rows(train_flow(return_state=True)).values())
+
+    champion = read_pointer(flow_env, "BTC/USDT", "1h").version
+    artifact_path(flow_env, "BTC/USDT", "1h", champion).write_text("{ corrupt")
+    fifth = _train_rows(train_flow(return_state=True))
+    assert not fifth["BTC/USDT 1h"]["cached"] and fifth["ETH/USDT 1h"]["cached"], "a corrupt champion is refitted"
+    assert load_champion(flow_env, "BTC/USDT", "1h") is not None
 
 
 async def _set_limit(**changes: Any) -> None:

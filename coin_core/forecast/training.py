@@ -29,7 +29,7 @@ from .specs import shared_spec, version_for
 
 __all__ = [
     "TRAIN_CHUNK", "TrainResult", "DataRange", "train_series", "fit_cache_key", "data_range", "read_history",
-    "require_trained",
+    "require_trained", "champion_fit_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,21 @@ class TrainResult:
     fit_seconds: float = 0.0
     cache_key: str | None = None
     message: str = ""
+
+
+def champion_fit_key(settings: Settings, symbol: str, tf: Timeframe) -> str | None:
+    """The :func:`fit_cache_key` of the serving champion; None when it is missing or unreadable.
+
+    An orchestrator's cached fit is only worth reusing while it is still what serves: after a
+    rollback, a deleted or a corrupt artifact, this no longer matches and the fit must re-run.
+    """
+    try:
+        meta = registry.champion_metadata(settings, symbol, tf)
+    except ModelError:
+        return None
+    if meta is None:
+        return None
+    return fit_cache_key(symbol, tf, meta.first_ts, meta.last_ts, meta.row_count, meta.spec.spec_hash)
 
 
 def fit_cache_key(symbol: str, tf: Timeframe, first_ts: int, last_ts: int, row_count: int, spec_hash: str) -> str:
