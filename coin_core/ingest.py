@@ -232,16 +232,20 @@ def ingest_series(store: CandleStore, client: ExchangeClient, settings: Settings
         _refill(pager, report)
     report.rejected = sum(pager.reasons.values())
     report.rejected_reasons = dict(pager.reasons)
-    _mark_state(settings, store, symbol, tf, now_ms, report)
+    _mark_state(settings, store, symbol, tf, now_ms, report, started_empty=latest is None)
     report.seconds = time.monotonic() - began
     return report
 
 
-def _mark_state(settings: Settings, store: CandleStore, symbol: str, tf: tfs.Timeframe, now_ms: int, report: SeriesReport) -> None:
+def _mark_state(settings: Settings, store: CandleStore, symbol: str, tf: tfs.Timeframe, now_ms: int,
+                report: SeriesReport, *, started_empty: bool) -> None:
+    """Record backfill completion; the store stays the truth (an empty store is a new backfill)."""
     state = read_ingest_state(settings.data_dir, symbol, tf) or IngestState()
     caught_up = (store.latest_ts(symbol, tf) or -1) >= tfs.last_closed_open(now_ms, tf)
     if caught_up and state.backfill_complete_at is None:
         state.backfill_complete_at = now_ms
+    elif started_empty and not caught_up:
+        state.backfill_complete_at = None  # the store was wiped: hidden again until refilled
     state.last_run_at, state.last_new_candles, state.last_rejected = now_ms, report.new_candles, report.rejected
     state.last_error = None
     write_ingest_state(settings.data_dir, symbol, tf, state)
