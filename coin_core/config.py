@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     influxdb_password: SecretStr | None = None
     influxdb_timeout_s: float = Field(default=30.0, gt=0)
 
+    forecast_retention_days: int = Field(default=90, ge=1, description="stored forecast runs kept")
+
     # Publishing
     public_dir: Path = Path("public")
     site_title: str = "Coin Predict"

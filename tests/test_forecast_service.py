@@ -204,3 +204,18 @@ def test_artifact_metadata_is_complete(settings: Settings, forecast_store: SQLit
     assert (meta["symbol"], meta["timeframe"], meta["row_count"], meta["trained_at"]) == (SYM, "1h", 200, LATEST)
     assert {"prophet", "pandas", "numpy", "python", "coin_core"} <= set(meta["libraries"])
     assert meta["spec"] == {"name": "naive", "params": {}} and meta["schema_version"] == 1
+
+
+def test_forecast_runs_older_than_the_retention_are_pruned(settings: Settings, forecast_store: SQLiteStore) -> None:
+    import sqlite3
+
+    _fill(forecast_store, 200)
+    settings = settings.model_copy(update={"forecast_retention_days": 2})
+    day = 86_400_000
+    for k in (5, 3, 1):  # forecasts issued 5, 3 and 1 day(s) before this cycle
+        old = forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 3_600_000 - k * day)
+        assert old.status == "ok"
+    forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 3_600_000)
+    with sqlite3.connect(forecast_store.path) as conn:
+        issued = [r[0] for r in conn.execute("SELECT issued_at FROM forecasts ORDER BY issued_at")]
+    assert issued == [LATEST + 3_600_000 - day, LATEST + 3_600_000]

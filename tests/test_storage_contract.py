@@ -199,6 +199,18 @@ def test_forecast_round_trip_latest_wins(store: CandleStore) -> None:
         store.write_forecast(Forecast("BTC/USDT", "1h", T0, "x", T0, newer.points.drop(columns="yhat_upper")))
 
 
+def test_prune_forecasts_drops_only_older_runs_of_one_series(store: CandleStore) -> None:
+    runs = [_forecast(T0 + k * HOUR, f"v{k}", k) for k in (1, 2, 3)]
+    for run in runs:
+        store.write_forecast(run)
+    store.write_forecast(_forecast(T0 + HOUR, "eth", 9, symbol="ETH/USDT"))
+    store.prune_forecasts("BTC/USDT", "1h", issued_before=runs[2].issued_at)
+    assert store.latest_forecast("BTC/USDT", "1h").issued_at == runs[2].issued_at
+    store.prune_forecasts("BTC/USDT", "1h", issued_before=runs[2].issued_at + 1)
+    assert store.latest_forecast("BTC/USDT", "1h") is None
+    assert store.latest_forecast("ETH/USDT", "1h").model_version == "eth", "other series untouched"
+
+
 @pytest.mark.parametrize("defect", ["high below close", "misaligned", "nan"])
 def test_invalid_candle_is_refused_and_nothing_stored(store: CandleStore, defect: str) -> None:
     frame = candles(10)

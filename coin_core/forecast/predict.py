@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import Settings
-from ..errors import ModelError
+from ..errors import ModelError, StorageError
 from ..health import PredictionHealth, read_prediction_health, write_prediction_health
 from ..storage.base import CandleStore, Forecast
 from ..symbols import parse_symbol
@@ -114,4 +114,13 @@ def forecast_series(
             status="degraded", updated_at=now_ms, last_success_at=last_ok, last_error=error, model_version=version))
         return PredictOutcome(symbol, tf, "degraded", version, error=error)
     _health(settings, symbol, tf, PredictionHealth(status="ok", updated_at=now_ms, last_success_at=now_ms, model_version=version))
+    _prune(store, settings, symbol, tf, now_ms)
     return PredictOutcome(symbol, tf, "ok", version, latest, tuple(targets), trained)
+
+
+def _prune(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> None:
+    """Keep FORECAST_RETENTION_DAYS of forecast runs; a store that refuses only logs a warning."""
+    try:
+        store.prune_forecasts(symbol, tf, now_ms - settings.forecast_retention_days * 86_400_000)
+    except StorageError as exc:
+        log.warning("old forecasts of %s %s not pruned: %s", symbol, tf, exc)

@@ -131,6 +131,10 @@ class CandleStore(ABC):
     def latest_forecast(self, symbol: str, tf: Timeframe) -> Forecast | None:
         return self._read_latest_forecast(parse_symbol(symbol), parse_timeframe(tf))
 
+    def prune_forecasts(self, symbol: str, tf: Timeframe, issued_before: int) -> None:
+        """Delete forecasts issued before ``issued_before`` (ms): one per cycle adds up."""
+        self._delete_forecasts(parse_symbol(symbol), parse_timeframe(tf), int(issued_before))
+
     # ---- housekeeping -------------------------------------------------------------------
     def series(self) -> list[tuple[str, Timeframe]]:
         """Every (symbol, timeframe) that has at least one stored candle."""
@@ -197,6 +201,9 @@ class CandleStore(ABC):
 
     @abstractmethod
     def _read_latest_forecast(self, symbol: str, tf: Timeframe) -> Forecast | None: ...
+
+    @abstractmethod
+    def _delete_forecasts(self, symbol: str, tf: Timeframe, issued_before: int) -> None: ...
 
     @abstractmethod
     def _series(self) -> list[tuple[str, Timeframe]]: ...

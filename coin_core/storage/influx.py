@@ -320,6 +320,9 @@ class InfluxStore(CandleStore):
                  .field("input_last_ts", int(forecast.input_last_ts)).field("points", payload))
         self._write_lines([point.to_line_protocol()], f"forecast of {forecast.symbol} {forecast.timeframe}")
 
+    def _delete_forecasts(self, symbol: str, tf: Timeframe, issued_before: int) -> None:
+        self._query(f"DELETE FROM {quote_ident(FORECASTS)} WHERE {self._where(symbol, tf, None, issued_before - 1)}")
+
     def _read_latest_forecast(self, symbol: str, tf: Timeframe) -> Forecast | None:
         fields = ",".join(quote_ident(f) for f in ("model_version", "input_last_ts", "points"))
         series = self._query(f"SELECT {fields} FROM {quote_ident(FORECASTS)} "

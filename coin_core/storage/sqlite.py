@@ -134,6 +134,9 @@ class SQLiteStore(CandleStore):
         frame = pd.DataFrame(json.loads(points)).astype({"ts": "int64"})
         return Forecast(symbol, tf, int(issued_at), version, int(last_ts), frame)
 
+    def _delete_forecasts(self, symbol, tf, issued_before) -> None:
+        self._exec("DELETE FROM forecasts WHERE symbol=? AND timeframe=? AND issued_at < ?", (symbol, tf, issued_before))
+
     def _series(self):
         return [(s, t) for s, t in self._exec("SELECT DISTINCT symbol, timeframe FROM candles")]
 
