@@ -114,14 +114,14 @@ def test_corrupt_or_missing_files_are_repaired(site_world: SiteWorld) -> None:
     assert (public / "index.html").is_file()
 
 
-def test_publish_removes_nothing_it_did_not_create(site_world: SiteWorld) -> None:
+def test_publish_touches_nothing_outside_its_own_file_names(site_world: SiteWorld) -> None:
     public = site_world.public
     public.mkdir(parents=True)
     (public / "CNAME").write_text("coins.example\n")
-    (public / "history_OLD-COIN_1h.json").write_text("{}")
+    (public / "history_OLD-COIN_1h.json").write_text("{}")  # a series no longer configured
     site_world.publish()
     assert (public / "CNAME").read_text() == "coins.example\n"
-    assert (public / "history_OLD-COIN_1h.json").read_text() == "{}"
+    assert not (public / "history_OLD-COIN_1h.json").exists()
 
 
 def test_stale_series_is_served_with_a_warning(site_world: SiteWorld) -> None:
@@ -366,3 +366,16 @@ def test_a_kept_older_forecast_shows_only_its_future_points(site_world: SiteWorl
     from coin_core.publish.format import format_ts
 
     assert format_ts(latest + 3_600_000, "1h") in index and entry["signals"] == ["degraded"]
+
+
+def test_a_series_removed_from_the_configuration_leaves_the_site(site_world: SiteWorld) -> None:
+    site_world.publish()
+    public = site_world.public
+    (public / "notes.html").write_text("operator's own file")
+    assert (public / "ETH-USDT_1h.html").exists()
+    site_world.settings = site_world.settings.model_copy(update={"target_symbols": ["BTC/USDT"]})
+    report = site_world.publish()
+    assert sorted(report.removed) == ["ETH-USDT_1h.html", "history_ETH-USDT_1h.json", "prediction_ETH-USDT_1h.json"]
+    assert not any("ETH-USDT" in p.name for p in public.iterdir())
+    assert "ETH" not in (public / "index.html").read_text() and (public / "notes.html").exists()
+    assert (public / "BTC-USDT_1h.html").exists()

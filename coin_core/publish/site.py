@@ -2,8 +2,9 @@
 
 Each run rebuilds every artifact from current state (store + health records) in memory, then
 writes only the files whose bytes differ from what is on disk. There is no watermark: a missing
-or corrupt file simply differs from its expected bytes and is rewritten. Nothing is deleted
-(files of a series that left the configuration stay, unlisted by the manifest).
+or corrupt file simply differs from its expected bytes and is rewritten. The data files and
+page of a series that left the configuration are removed after the new index and manifest
+(which no longer link them) are in place; nothing else in the directory is ever touched.
 
 Crash safety: every write is atomic (temp file + rename), and files are written in dependency
 order — static assets and schemas, data files, ``status.json``, series pages and the other pages,
@@ -14,6 +15,7 @@ file valid and the entry points (index, manifest) still describing the previous 
 from __future__ import annotations
 
 import hashlib
+import re
 import logging
 import time
 from dataclasses import dataclass, field
@@ -55,6 +57,7 @@ class PublishReport:
     overall: FreshnessStatus
     duration_s: float = 0.0
     written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
     series: list[SeriesSummary] = field(default_factory=list)
@@ -141,6 +144,7 @@ def publish_site(
     writer = _Writer(report.public_dir, report)
     for rel, data in files:
         writer.put(rel, data)
+    report.removed = _remove_orphans(report.public_dir, {rel for rel, _ in files})
     report.series = [
         SeriesSummary(s.symbol, s.timeframe, s.status, s.visible, s.signals, s.history.served,
                       None if s.prediction is None else s.prediction.served)
@@ -150,3 +154,22 @@ def publish_site(
     log.info("published %d series to %s: %d written, %d unchanged, overall %s",
              len(states), report.public_dir, len(report.written), len(report.unchanged), status)
     return report
+
+
+_SERIES_FILE = re.compile(r"^(?:history_|prediction_)?[A-Z0-9]{2,15}-[A-Z0-9]{2,10}_(?:1m|1h|1d|1w|1M)\.(?:json|html)$")
+
+
+def _remove_orphans(root: Path, current: set[str]) -> list[str]:
+    """Delete series files (by their exact naming pattern) that this run did not produce.
+
+    A removed series must not stay online with a frozen "fresh" badge; everything that does not
+    match the pattern (operator files, assets, schemas) is left alone.
+    """
+    removed = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if path.is_file() and _SERIES_FILE.match(path.name) and path.name not in current:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    if removed:
+        log.info("removed %d file(s) of series no longer configured: %s", len(removed), ", ".join(removed))
+    return removed
