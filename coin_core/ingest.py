@@ -191,9 +191,27 @@ def _refill(pager: _Pager, report: SeriesReport) -> None:
     holes = find_missing_ranges(pager.store, pager.symbol, pager.tf)
     report.gaps_found = len(holes)
     for start, end in holes[:MAX_REFILLS_PER_RUN]:
-        before = report.new_candles
+        before, rejected = report.new_candles, sum(pager.reasons.values())
         pager.run(start, end, bounded=True)
         report.gaps_filled += int(report.new_candles > before)
+        if sum(pager.reasons.values()) > rejected:
+            # Served invalid again on a second asking: record it once rather than refetching
+            # (and re-rejecting) it every cycle; the runbook says how to re-probe.
+            for a, b in _holes_within(pager.store, pager.symbol, pager.tf, start, end):
+                pager._known_gap(a, b)
+
+
+def _holes_within(store: CandleStore, symbol: str, tf: tfs.Timeframe, start: int, end: int) -> list[tuple[int, int]]:
+    have = set(store.read_candles(symbol, tf, start, end)["ts"].tolist())
+    holes: list[tuple[int, int]] = []
+    for ts in tfs.expected_opens(start, end, tf):
+        if ts in have:
+            continue
+        if holes and holes[-1][1] == tfs.add(ts, tf, -1):
+            holes[-1] = (holes[-1][0], ts)
+        else:
+            holes.append((ts, ts))
+    return holes
 
 
 def apply_retention(store: CandleStore, settings: Settings, symbol: str, tf: tfs.Timeframe, now_ms: int) -> None:

@@ -274,3 +274,23 @@ def test_a_store_at_its_budget_makes_room_through_retention(cfg, sim_client, sim
         report = ingest_series(store, sim_client, cfg, "BTC/USDT", "1m")
         assert report.error is None and report.new_candles == 2 * 1440
         assert store.count("BTC/USDT", "1m") == 4 * 1440
+
+
+def test_a_candle_the_exchange_always_serves_invalid_is_recorded_once(store, cfg, sim_exchange, sim_client, frozen) -> None:
+    import dataclasses
+
+    bad_ts = ms(2024, 3, 5, 7)
+    series = sim_exchange.series("BTC/USDT", "1h")
+    original = series.candle
+
+    def broken(open_ms: int, as_of_ms: int | None = None):
+        kline = original(open_ms, as_of_ms)
+        return dataclasses.replace(kline, high="0.00000001") if open_ms == bad_ts and kline else kline
+
+    series.candle = broken  # the exchange's own data is wrong there, on every request
+    first = ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    assert first.rejected == 2 and first.known_gaps == 1  # forward pass + one refill, then recorded
+    assert store.known_gaps("BTC/USDT", "1h") == [(bad_ts, bad_ts)]
+    frozen.advance(3600)
+    again = ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    assert (again.rejected, again.gaps_found, again.new_candles) == (0, 0, 1), "not refetched every cycle"
