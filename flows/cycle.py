@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.concurrency.sync import concurrency
 
 from coin_core.config import Settings
@@ -21,7 +21,7 @@ from coin_core.storage import CandleStore, open_store
 from flows.artifacts import artifact_key, forecast_columns, ingest_rows, publish_table
 from flows.common import fail_if_any, flow_settings, state_error
 from flows.ingest import failures, ingest_all
-from flows.setup import CYCLE_LIMIT, ensure_concurrency_limits
+from flows.setup import CYCLE_LIMIT, ensure_concurrency_limits, release_stale_slots
 from flows.tasks import forecast_task, publish_task
 
 __all__ = ["CYCLE_WAIT_S", "needs_forecast", "forecast_all", "forecast_failures", "prepare_cycle_limit", "cycle_flow"]
@@ -66,8 +66,9 @@ def forecast_failures(outcomes: Outcomes) -> dict[str, str]:
 
 
 @task(name="prepare-cycle-limit", retries=2, retry_delay_seconds=[1, 10])
-def prepare_cycle_limit() -> None:
+def prepare_cycle_limit(current_run: str | None) -> bool:
     ensure_concurrency_limits()
+    return release_stale_slots(CYCLE_LIMIT, "cycle", current_run)
 
 
 @flow(name="cycle")
@@ -81,7 +82,8 @@ def cycle_flow(timeframe: str = "1h", symbols: list[str] | None = None) -> dict[
     settings = flow_settings(symbols, [timeframe])
     site_settings = flow_settings()
     logger = get_run_logger()
-    prepare_cycle_limit()
+    run_id = runtime.flow_run.id
+    prepare_cycle_limit(str(run_id) if run_id else None)
     with concurrency(CYCLE_LIMIT, occupy=1, timeout_seconds=CYCLE_WAIT_S), open_store(settings) as store:
         reports = ingest_all(store, settings)
         now_ms = int(time.time() * 1000)

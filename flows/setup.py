@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from datetime import datetime, timedelta, timezone
 from typing import Any, Coroutine, TypeVar
 from uuid import UUID
 
@@ -31,6 +32,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.states import Crashed
 from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.exceptions import ObjectNotFound
 
@@ -40,6 +42,7 @@ __all__ = [
     "CYCLE_LIMIT",
     "ensure_concurrency_limits",
     "release_stale_slots",
+    "STALE_RUN_AFTER",
     "read_concurrency_limit",
     "main",
 ]
@@ -109,6 +112,11 @@ def read_concurrency_limit(name: str) -> GlobalConcurrencyLimitResponse | None:
     return _run(_read(name))
 
 
+#: Prefect 2.20 has no flow-run heartbeat: a run whose worker or VM died stays RUNNING forever
+#: and would hold its slot forever. A RUNNING run older than this is taken for dead.
+STALE_RUN_AFTER: dict[str, timedelta] = {TRAIN_LIMIT: timedelta(hours=6), CYCLE_LIMIT: timedelta(hours=2)}
+
+
 async def _release_stale(name: str, flow_name: str, current_run: str | None) -> bool:
     async with get_client() as client:
         limit = await client.read_global_concurrency_limit_by_name(name)
@@ -120,7 +128,15 @@ async def _release_stale(name: str, flow_name: str, current_run: str | None) -> 
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
             ),
         )
-        if any(str(run.id) != current_run for run in running):
+        oldest_live = datetime.now(timezone.utc) - STALE_RUN_AFTER.get(name, timedelta(hours=6))
+        others = [run for run in running if str(run.id) != current_run]
+        for run in others:
+            if run.start_time is not None and run.start_time < oldest_live:
+                log.warning("flow run %s of %r has been RUNNING since %s: marking it crashed",
+                            run.id, flow_name, run.start_time)
+                await client.set_flow_run_state(
+                    run.id, Crashed(message="no progress for too long: its worker is presumed dead"), force=True)
+        if any(run.start_time is None or run.start_time >= oldest_live for run in others):
             return False  # a live holder exists: its slot is not stale
         log.warning("releasing %d stale slot(s) of %r: no other %r run is running",
                     limit.active_slots, name, flow_name)
@@ -129,7 +145,10 @@ async def _release_stale(name: str, flow_name: str, current_run: str | None) -> 
 
 
 def release_stale_slots(name: str, flow_name: str, current_run: str | UUID | None = None) -> bool:
-    """Free ``name``'s slots when no run of ``flow_name`` but ``current_run`` is RUNNING.
+    """Free ``name``'s slots when no run of ``flow_name`` but ``current_run`` is alive.
+
+    A run RUNNING for longer than :data:`STALE_RUN_AFTER` is marked Crashed first (its worker
+    died: Prefect 2.20 would show it RUNNING forever).
 
     Returns True when stale slots were released. Called before acquiring, so the only way to
     be wrong is two runs starting within the same instant, which the schedule never does.

@@ -244,3 +244,30 @@ def test_a_cycle_of_one_timeframe_publishes_every_configured_series(flow_env: Se
     manifest = json.loads((flow_env.public_dir / "manifest.json").read_text())
     listed = {(s["symbol"], s["timeframe"]) for s in manifest["series"]}
     assert listed == {(s, tf) for s in ("BTC/USDT", "ETH/USDT") for tf in ("1h", "1w")}, "the site never shrinks"
+
+
+def test_a_run_whose_worker_died_is_crashed_and_its_slot_released(flow_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect 2.20 leaves a dead worker's run RUNNING forever; past STALE_RUN_AFTER it is dead."""
+    from datetime import timedelta
+
+    from prefect.states import Running
+
+    import flows.setup as setup
+
+    async def _running_train_run() -> Any:
+        async with get_client() as client:
+            return await client.create_flow_run(train_flow, state=Running())
+
+    dead = _run(_running_train_run())
+    ensure_concurrency_limits()
+    _run(_set_limit(active_slots=1))
+    assert release_stale_slots(TRAIN_LIMIT, "train") is False, "within the limit it counts as alive"
+    monkeypatch.setitem(setup.STALE_RUN_AFTER, TRAIN_LIMIT, timedelta(seconds=0))
+    assert release_stale_slots(TRAIN_LIMIT, "train") is True
+    assert read_concurrency_limit(TRAIN_LIMIT).active_slots == 0
+
+    async def _state() -> Any:
+        async with get_client() as client:
+            return (await client.read_flow_run(dead.id)).state
+
+    assert _run(_state()).type.value == "CRASHED"
