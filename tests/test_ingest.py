@@ -294,3 +294,26 @@ def test_a_candle_the_exchange_always_serves_invalid_is_recorded_once(store, cfg
     frozen.advance(3600)
     again = ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
     assert (again.rejected, again.gaps_found, again.new_candles) == (0, 0, 1), "not refetched every cycle"
+
+
+@pytest.mark.influx
+def test_influxd_sigkilled_at_a_random_moment_mid_backfill(influx_server, influx_store, cfg, sim_exchange, frozen) -> None:
+    """The server dies (SIGKILL) wherever the backfill is, maybe inside a write: still exact."""
+    import random
+    import threading
+
+    cfg = cfg.model_copy(update={"timeframe_policy": {"1h": {"lookback_days": 1000}}})
+    sim_exchange.faults.add("latency", count=None, seconds=0.05, path="/api/v3/klines")
+    killer = threading.Timer(random.uniform(0.3, 1.0), influx_server.kill)
+    with ExchangeClient(cfg, backoff_base_s=0.01, rate_limit_ms=1) as client:
+        killer.start()
+        with pytest.raises(StorageUnavailableError):
+            ingest_series(influx_store, client, cfg, "BTC/USDT", "1h")
+        killer.join()
+        influx_server.start()
+        partial = influx_store.count("BTC/USDT", "1h")
+        assert partial < 1000 * 24  # killed before the end (whatever it had stored)
+        sim_exchange.faults.clear()
+        ingest_series(influx_store, client, cfg, "BTC/USDT", "1h")
+    assert influx_store.count("BTC/USDT", "1h") == 1000 * 24
+    assert_store_equals_exchange(influx_store, sim_exchange, "BTC/USDT", "1h")
