@@ -23,3 +23,5 @@ def test_demo_runs_the_whole_product_offline(tmp_path) -> None:
     assert all(s["status"] == "fresh" for s in manifest["series"]), manifest
     assert (tmp_path / "public" / "prediction_BTC-USDT_1h.json").exists()
     assert (tmp_path / "data" / "candles.sqlite3").exists()
+    models = (tmp_path / "public" / "models.html").read_text()
+    assert models.count("data-trained") == 2 and "(720 candles)" in models  # 30 days of 1h, per series

@@ -17,6 +17,9 @@ import pandas as pd
 from .. import timeframes as tfs
 from ..config import Settings
 from ..freshness import Freshness, FreshnessStatus, Signal, evaluate_with_policy, worst
+from ..errors import ModelError
+from ..forecast.base import ModelMetadata
+from ..forecast.registry import champion_metadata
 from ..health import IngestState, PredictionHealth, read_ingest_state, read_prediction_health
 from ..policy import TimeframePolicy
 from ..storage.base import FORECAST_COLUMNS, CandleStore, Forecast
@@ -55,6 +58,7 @@ class SeriesState:
     prediction: Freshness | None
     health: PredictionHealth | None
     ingest: IngestState | None
+    model: ModelMetadata | None = None
 
     @property
     def slug(self) -> str:
@@ -175,8 +179,16 @@ def collect_one(store: CandleStore, settings: Settings, symbol: str, tf: Timefra
         symbol=symbol, timeframe=tf, policy=policy, candles=candles,
         first_ts=None if bounds is None else bounds[0], latest_ts=None if bounds is None else bounds[1],
         forecast=forecast, history=history, prediction=_prediction_freshness(forecast, tf, now_ms, policy, health, ingest),
-        health=health, ingest=ingest,
+        health=health, ingest=ingest, model=_champion(settings, symbol, tf) if policy.predicted else None,
     )
+
+
+def _champion(settings: Settings, symbol: str, tf: Timeframe) -> ModelMetadata | None:
+    """The serving model's metadata (trained range, rows) for the models page; None if unreadable."""
+    try:
+        return champion_metadata(settings, symbol, tf)
+    except ModelError:
+        return None
 
 
 def collect_series(store: CandleStore, settings: Settings, now_ms: int) -> list[SeriesState]:
