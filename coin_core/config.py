@@ -8,7 +8,7 @@ print; :meth:`Settings.redacted` is what logs and errors may show.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterable, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -111,6 +111,20 @@ class Settings(BaseSettings):
 
     def policy(self, tf: Timeframe) -> TimeframePolicy:
         return self.policies[tf]
+
+    def series(self, predicted_only: bool = False) -> list[tuple[str, Timeframe]]:
+        """Every configured (symbol, timeframe), symbols outermost (the site's order)."""
+        return [(s, tf) for s in self.target_symbols for tf in self.ingest_timeframes
+                if not predicted_only or self.policy(tf).predicted]
+
+    def narrowed(self, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None) -> "Settings":
+        """A copy limited to ``symbols``/``timeframes`` (a CLI flag or flow parameter), validated."""
+        update: dict[str, Any] = {}
+        if symbols:
+            update["target_symbols"] = parse_symbols(list(symbols))
+        if timeframes:
+            update["ingest_timeframes"] = self._timeframes(list(timeframes))
+        return self.model_copy(update=update)
 
     @property
     def storage_budget_bytes(self) -> int:

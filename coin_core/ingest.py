@@ -177,13 +177,20 @@ def find_missing_ranges(store: CandleStore, symbol: str, tf: tfs.Timeframe, chun
         tfs.count_between(max(a, first), min(b, last), tf) for a, b in known)
     if store.count(symbol, tf) >= expected:
         return []
+    opens = (ts for page in store.iter_candles(symbol, tf, chunk_size=chunk_size) for ts in page["ts"].tolist())
+    return [part for a, b in _holes(opens, tf, first, last) for part in _subtract(a, b, known)]
+
+
+def _holes(opens: Iterable[int], tf: tfs.Timeframe, start: int, end: int) -> list[tuple[int, int]]:
+    """Runs of open times in ``[start, end]`` missing from ``opens`` (ascending, streamed)."""
     holes: list[tuple[int, int]] = []
-    previous = None
-    for page in store.iter_candles(symbol, tf, chunk_size=chunk_size):
-        for ts in page["ts"].tolist():
-            if previous is not None and ts > tfs.add(previous, tf, 1):
-                holes += _subtract(tfs.add(previous, tf, 1), tfs.add(ts, tf, -1), known)
-            previous = ts
+    expected = start
+    for ts in opens:
+        if ts > expected:
+            holes.append((expected, tfs.add(ts, tf, -1)))
+        expected = tfs.add(ts, tf, 1)
+    if expected <= end:
+        holes.append((expected, end))
     return holes
 
 
@@ -197,21 +204,9 @@ def _refill(pager: _Pager, report: SeriesReport) -> None:
         if sum(pager.reasons.values()) > rejected:
             # Served invalid again on a second asking: record it once rather than refetching
             # (and re-rejecting) it every cycle; the runbook says how to re-probe.
-            for a, b in _holes_within(pager.store, pager.symbol, pager.tf, start, end):
+            present = pager.store.read_candles(pager.symbol, pager.tf, start, end)["ts"].tolist()
+            for a, b in _holes(present, pager.tf, start, end):
                 pager._known_gap(a, b)
-
-
-def _holes_within(store: CandleStore, symbol: str, tf: tfs.Timeframe, start: int, end: int) -> list[tuple[int, int]]:
-    have = set(store.read_candles(symbol, tf, start, end)["ts"].tolist())
-    holes: list[tuple[int, int]] = []
-    for ts in tfs.expected_opens(start, end, tf):
-        if ts in have:
-            continue
-        if holes and holes[-1][1] == tfs.add(ts, tf, -1):
-            holes[-1] = (holes[-1][0], ts)
-        else:
-            holes.append((ts, ts))
-    return holes
 
 
 def apply_retention(store: CandleStore, settings: Settings, symbol: str, tf: tfs.Timeframe, now_ms: int) -> None:
@@ -273,18 +268,12 @@ def run_ingest(settings: Settings, *, symbols: Iterable[str] | None = None, time
                now_ms: int | None = None, progress: Progress | None = None) -> IngestReport:
     """Ingest every configured series; one failing series never stops the others."""
     began = time.monotonic()
-    symbols = list(symbols or settings.target_symbols)
-    timeframes = [tfs.parse_timeframe(t) for t in (timeframes or settings.ingest_timeframes)]
+    settings = settings.narrowed(symbols, timeframes)
     reports: list[SeriesReport] = []
-    with open_store(settings) as store:
-        client = ExchangeClient(settings)
-        try:
-            client.check_symbols(symbols)
-            for symbol in symbols:
-                for tf in timeframes:
-                    reports.append(_guarded(store, client, settings, symbol, tf, now_ms, progress))
-        finally:
-            client.close()
+    with open_store(settings) as store, ExchangeClient(settings) as client:
+        client.check_symbols(settings.target_symbols)
+        for symbol, tf in settings.series():
+            reports.append(_guarded(store, client, settings, symbol, tf, now_ms, progress))
     return IngestReport(series=reports, seconds=time.monotonic() - began)
 
 

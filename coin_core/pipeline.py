@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Iterable
 
 from pydantic import BaseModel
 
-from . import timeframes as tfs
 from .config import Settings
 from .errors import DataValidationError, ModelError
 from .ingest import IngestReport, Progress, run_ingest
@@ -29,12 +28,6 @@ class CycleReport(BaseModel):
     seconds: float
 
 
-def _series(settings: Settings, symbols: Iterable[str] | None, timeframes: Iterable[str] | None) -> list[tuple[str, tfs.Timeframe]]:
-    syms = list(symbols or settings.target_symbols)
-    tfl = [tfs.parse_timeframe(t) for t in (timeframes or settings.ingest_timeframes)]
-    return [(s, t) for s in syms for t in tfl]
-
-
 def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
               lookback: int | None = None) -> dict[str, str]:
     """Fit and register the champion spec for every series; returns series -> version or reason."""
@@ -42,9 +35,7 @@ def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timef
 
     results: dict[str, str] = {}
     with open_store(settings) as store:
-        for symbol, tf in _series(settings, symbols, timeframes):
-            if not settings.policy(tf).predicted:
-                continue
+        for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
             try:
                 result = train_series(store, settings, symbol, tf, lookback=lookback)
             except (ModelError, DataValidationError) as exc:  # one series' failure never stops the others
@@ -61,10 +52,9 @@ def run_forecast(settings: Settings, *, now_ms: int, symbols: Iterable[str] | No
 
     results: dict[str, str] = {}
     with open_store(settings) as store:
-        for symbol, tf in _series(settings, symbols, timeframes):
-            if settings.policy(tf).predicted:
-                outcome = forecast_series(store, settings, symbol, tf, now_ms=now_ms)
-                results[f"{symbol} {tf}"] = outcome.status + (f" ({outcome.error})" if outcome.error else "")
+        for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
+            outcome = forecast_series(store, settings, symbol, tf, now_ms=now_ms)
+            results[f"{symbol} {tf}"] = outcome.status + (f" ({outcome.error})" if outcome.error else "")
     return results
 
 

@@ -8,9 +8,8 @@ from prefect.states import State
 
 from coin_core.config import Settings, load_settings
 from coin_core.forecast.predict import short_error
-from coin_core.timeframes import Timeframe
 
-__all__ = ["SeriesFailed", "flow_settings", "series_of", "state_error", "fail_if_any"]
+__all__ = ["SeriesFailed", "flow_settings", "state_error", "fail_if_any"]
 
 
 class SeriesFailed(RuntimeError):
@@ -25,14 +24,6 @@ def flow_settings(symbols: Iterable[str] | None = None, timeframes: Iterable[str
     if timeframes:
         overrides["ingest_timeframes"] = list(timeframes)
     return load_settings(**overrides)
-
-
-def series_of(settings: Settings, predicted_only: bool = False) -> list[tuple[str, Timeframe]]:
-    """Every (symbol, timeframe) the settings name, symbols outermost (the site's order)."""
-    return [
-        (symbol, tf) for symbol in settings.target_symbols for tf in settings.ingest_timeframes
-        if not predicted_only or settings.policy(tf).predicted
-    ]
 
 
 def state_error(state: State) -> str | None:

@@ -16,7 +16,7 @@ from coin_core.ingest import SeriesReport
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, ingest_rows, publish_table
-from flows.common import fail_if_any, flow_settings, series_of, state_error
+from flows.common import fail_if_any, flow_settings, state_error
 from flows.tasks import cached, exchange_markets, ingest_series_task, markets_cache_key
 
 __all__ = ["ingest_all", "failures", "ingest_flow"]
@@ -34,11 +34,11 @@ def ingest_all(store: CandleStore, settings: Settings) -> list[SeriesReport]:
     markets_state = cached(exchange_markets, key)(settings, cache_key=key, return_state=True)
     markets_error = state_error(markets_state)
     if markets_error is not None:
-        return [SeriesReport(symbol=s, timeframe=tf, error=markets_error) for s, tf in series_of(settings)]
+        return [SeriesReport(symbol=s, timeframe=tf, error=markets_error) for s, tf in settings.series()]
     markets = markets_state.result()
     reports: list[SeriesReport] = []
     with ExchangeClient(settings, markets=markets) as client:
-        for symbol, tf in series_of(settings):
+        for symbol, tf in settings.series():
             if symbol not in markets:
                 reports.append(SeriesReport(symbol=symbol, timeframe=tf,
                                             error=f"PermanentExchangeError: {symbol} is not listed on {settings.exchange_id}"))

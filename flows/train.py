@@ -20,7 +20,7 @@ from coin_core.forecast.training import champion_fit_key
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, publish_table, train_row
-from flows.common import fail_if_any, flow_settings, series_of, state_error
+from flows.common import fail_if_any, flow_settings, state_error
 from flows.setup import TRAIN_LIMIT, ensure_concurrency_limits, release_stale_slots
 from flows.tasks import cached, fit_key_task, train_task
 
@@ -60,7 +60,7 @@ def train_flow(symbols: list[str] | None = None, timeframes: list[str] | None = 
     prepare_train_limit(str(run_id) if run_id else None)
     with concurrency(TRAIN_LIMIT, occupy=1, timeout_seconds=TRAIN_WAIT_S):
         with open_store(settings) as store:
-            rows = [train_one(store, settings, s, tf, lookback) for s, tf in series_of(settings, predicted_only=True)]
+            rows = [train_one(store, settings, s, tf, lookback) for s, tf in settings.series(predicted_only=True)]
     publish_table(artifact_key("train", "summary"), rows,
                   f"Train: {len(rows)} series, {sum(1 for r in rows if r['status'] == 'trained')} fitted, "
                   f"{sum(1 for r in rows if r['cached'])} reused from cache.")

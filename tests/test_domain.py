@@ -135,3 +135,14 @@ def test_vectorised_boundaries_match_scalar(tf) -> None:
     series = pd.Series(opens + odd)
     assert tfs.aligned_mask(series, tf).tolist() == [tfs.is_aligned(v, tf) for v in opens + odd]
     assert tfs.close_times(pd.Series(opens), tf).tolist() == [tfs.close_time(v, tf) for v in opens]
+
+
+def test_series_and_narrowed_settings(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(target_symbols="BTC/USDT,ETH/USDT", ingest_timeframes="1m,1h", enable_multi_timeframes=True)
+    assert settings.series() == [("BTC/USDT", "1m"), ("BTC/USDT", "1h"), ("ETH/USDT", "1m"), ("ETH/USDT", "1h")]
+    assert settings.series(predicted_only=True) == [("BTC/USDT", "1h"), ("ETH/USDT", "1h")]
+    assert settings.narrowed([" eth/usdt"], ["1h"]).series() == [("ETH/USDT", "1h")]
+    assert settings.narrowed().series() == settings.series()
+    with pytest.raises(ConfigError, match="invalid symbol"):
+        settings.narrowed(["../x"])

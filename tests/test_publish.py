@@ -13,7 +13,7 @@ import pytest
 from coin_core import timeframes as tfs
 from coin_core.config import load_settings
 from coin_core.errors import ConfigError, PublishError
-from coin_core.publish import HistoryFile, ManifestFile, PredictionFile, StatusFile, series_files
+from coin_core.publish import HistoryFile, ManifestFile, PredictionFile, series_files
 from coin_core.publish.chart import CHART_MAX_CANDLES, build_chart
 from coin_core.publish.format import format_price
 from coin_core.publish.models import SCHEMA_MODELS

@@ -193,8 +193,4 @@ def _champion(settings: Settings, symbol: str, tf: Timeframe) -> ModelMetadata |
 
 def collect_series(store: CandleStore, settings: Settings, now_ms: int) -> list[SeriesState]:
     """Every configured series (``target_symbols`` x ``ingest_timeframes``), in settings order."""
-    return [
-        collect_one(store, settings, symbol, tf, now_ms)
-        for symbol in settings.target_symbols
-        for tf in settings.ingest_timeframes
-    ]
+    return [collect_one(store, settings, symbol, tf, now_ms) for symbol, tf in settings.series()]
