@@ -219,3 +219,15 @@ def test_forecast_runs_older_than_the_retention_are_pruned(settings: Settings, f
     with sqlite3.connect(forecast_store.path) as conn:
         issued = [r[0] for r in conn.execute("SELECT issued_at FROM forecasts ORDER BY issued_at")]
     assert issued == [LATEST + 3_600_000 - day, LATEST + 3_600_000]
+
+
+def test_champion_summary_reads_only_the_pointer(settings: Settings, forecast_store: SQLiteStore) -> None:
+    from coin_core.forecast.registry import artifact_path, champion_metadata, champion_summary
+
+    _fill(forecast_store, 200)
+    version = train_series(forecast_store, settings, SYM, "1h", spec=NAIVE, now_ms=LATEST).model_version
+    artifact_path(settings, SYM, "1h", version).write_text("{ corrupt")
+    summary = champion_summary(settings, SYM, "1h")
+    assert summary is not None and summary.model_version == version and summary.row_count == 200
+    with pytest.raises(ModelError):  # the artifact check stays where integrity matters
+        champion_metadata(settings, SYM, "1h")

@@ -36,6 +36,7 @@ __all__ = [
     "rollback",
     "read_pointer",
     "champion_metadata",
+    "champion_summary",
     "load_champion",
     "load_version",
     "list_versions",
@@ -52,6 +53,9 @@ class ChampionPointer(BaseModel):
     version: str = Field(pattern=_VERSION.pattern)
     previous: str | None = Field(default=None, pattern=_VERSION.pattern)
     updated_at: int
+    #: A copy of the champion's metadata, so readers such as publish need not parse the
+    #: artifact (a Prophet artifact is ~1.4 MB of JSON: ~8 ms a series, every cycle).
+    metadata: ModelMetadata | None = None
 
 
 def series_dir(settings: Settings, symbol: str, tf: Timeframe) -> Path:
@@ -126,13 +130,14 @@ def register(
 
 def promote_version(settings: Settings, symbol: str, tf: Timeframe, version: str, *, now_ms: int | None = None) -> ChampionPointer:
     """Make a stored version champion; the current one becomes ``previous``."""
-    load_version(settings, symbol, tf, version)  # never point at something unloadable
+    _, meta = load_version(settings, symbol, tf, version)  # never point at something unloadable
     try:
         current = read_pointer(settings, symbol, tf)
     except ModelError:
         current = None  # a corrupt pointer is replaced, not kept as "previous"
     previous = current.version if current and current.version != version else (current.previous if current else None)
-    pointer = ChampionPointer(version=version, previous=previous, updated_at=now_ms or int(time.time() * 1000))
+    pointer = ChampionPointer(version=version, previous=previous, updated_at=now_ms or int(time.time() * 1000),
+                              metadata=meta)
     _write_pointer(settings, symbol, tf, pointer)
     return pointer
 
@@ -144,7 +149,7 @@ def rollback(settings: Settings, symbol: str, tf: Timeframe, *, now_ms: int | No
         raise ModelError(f"no previous champion to roll back to for {parse_symbol(symbol)} {tf}")
     _, meta = load_version(settings, symbol, tf, pointer.previous)
     _write_pointer(settings, symbol, tf, ChampionPointer(
-        version=pointer.previous, previous=None, updated_at=now_ms or int(time.time() * 1000)))
+        version=pointer.previous, previous=None, updated_at=now_ms or int(time.time() * 1000), metadata=meta))
     return meta
 
 
@@ -161,8 +166,19 @@ def load_champion(settings: Settings, symbol: str, tf: Timeframe) -> tuple[Model
     return None if pointer is None else load_version(settings, symbol, tf, pointer.version)
 
 
+def champion_summary(settings: Settings, symbol: str, tf: Timeframe) -> ModelMetadata | None:
+    """The champion's metadata as the pointer records it (reads only the small pointer file).
+
+    For display; it does not prove the artifact is intact (:func:`champion_metadata` reads it).
+    """
+    pointer = read_pointer(settings, symbol, tf)
+    if pointer is not None and pointer.metadata is not None and pointer.metadata.model_version == pointer.version:
+        return pointer.metadata
+    return champion_metadata(settings, symbol, tf)  # a pointer written before it carried a copy
+
+
 def champion_metadata(settings: Settings, symbol: str, tf: Timeframe) -> ModelMetadata | None:
-    """The champion's metadata without building the model (cheap)."""
+    """The champion's metadata read from its artifact, without building the model."""
     pointer = read_pointer(settings, symbol, tf)
     if pointer is None:
         return None

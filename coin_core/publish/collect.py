@@ -19,7 +19,7 @@ from ..config import Settings
 from ..freshness import Freshness, FreshnessStatus, Signal, evaluate_with_policy, worst
 from ..errors import ModelError
 from ..forecast.base import ModelMetadata
-from ..forecast.registry import champion_metadata
+from ..forecast.registry import champion_summary
 from ..health import IngestState, PredictionHealth, read_ingest_state, read_prediction_health
 from ..policy import TimeframePolicy
 from ..storage.base import FORECAST_COLUMNS, CandleStore, Forecast
@@ -186,7 +186,7 @@ def collect_one(store: CandleStore, settings: Settings, symbol: str, tf: Timefra
 def _champion(settings: Settings, symbol: str, tf: Timeframe) -> ModelMetadata | None:
     """The serving model's metadata (trained range, rows) for the models page; None if unreadable."""
     try:
-        return champion_metadata(settings, symbol, tf)
+        return champion_summary(settings, symbol, tf)
     except ModelError:
         return None
 
