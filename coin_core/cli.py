@@ -105,7 +105,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 def _cycle(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import run_cycle
 
-    report = run_cycle(settings, timeframes=_csv(args.timeframes), progress=_ProgressPrinter())
+    report = run_cycle(settings, symbols=_csv(args.symbols), timeframes=_csv(args.timeframes), progress=_ProgressPrinter())
     _print_ingest(report.ingest)
     print(f"forecasts: {report.forecasts}\npublished {report.published_files} changed file(s) in {report.seconds:.1f}s")
     return 0 if report.ingest.ok else 1

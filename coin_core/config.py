@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     )
     exchange_timeout_s: float = Field(default=10.0, gt=0)
     exchange_max_retries: int = Field(default=5, ge=0)
+    exchange_concurrency: int = Field(
+        default=8, ge=1, le=64,
+        description="series fetched at once (threads), all under the exchange's one request throttle",
+    )
     exchange_api_key: SecretStr | None = None
     exchange_secret: SecretStr | None = None
 
@@ -62,6 +66,16 @@ class Settings(BaseSettings):
     influxdb_timeout_s: float = Field(default=30.0, gt=0)
 
     forecast_retention_days: int = Field(default=90, ge=1, description="stored forecast runs kept")
+
+    # Scale-out (optional extra "dask"): where train/evaluate/forecast tasks run
+    dask_address: str | None = Field(
+        default=None, pattern=r"^(tcp|tls|ucx|inproc)://[^\s?#]+$",
+        description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (None: no Dask)",
+    )
+    dask_workers: int = Field(
+        default=0, ge=0, le=64,
+        description="without DASK_ADDRESS: start a local Dask cluster of N process workers (0: in-process)",
+    )
 
     # Publishing
     public_dir: Path = Path("public")

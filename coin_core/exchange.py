@@ -177,6 +177,16 @@ class ExchangeClient:
         rows = self.fetch_ohlcv(symbol, tf, since=0, limit=1)
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
+    @property
+    def rate_limit_ms(self) -> float:
+        """ccxt's own spacing of this exchange's requests (``rateLimit``, before endpoint cost)."""
+        return float(self._exchange.rateLimit)
+
+    def share_throttle(self, wait: Callable[[float | None], None]) -> None:
+        """Space this client's requests with ``wait(cost)`` instead of its own per-instance
+        throttle: clients of several threads then share one request budget (coin_core.throttle)."""
+        self._exchange.throttle = wait
+
     def close(self) -> None:
         """Release the HTTP session."""
         session = getattr(self._exchange, "session", None)

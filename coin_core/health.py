@@ -4,14 +4,21 @@ Cursors always come from the store (latest stored candle). These small JSON reco
 what a store cannot: whether a series' first backfill has completed (``hidden_backfilling``
 until it has) and whether this cycle's prediction failed (``degraded``, last good kept). Each
 file is written atomically; a missing or unreadable one reads as "nothing known yet".
+
+Series run in parallel threads, and a manual run may overlap a scheduled one, so a record is
+changed read-modify-write under a lock (:func:`update_ingest_state`): ``flock`` on a sibling
+``.lock`` file, which excludes other threads and other processes alike. Without it, two writers that
+read the same old record would each drop the other's change (e.g. ``backfill_complete_at``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -19,7 +26,10 @@ from .fsutil import atomic_write_text
 from .symbols import slug
 from .timeframes import Timeframe, parse_timeframe
 
-__all__ = ["IngestState", "PredictionHealth", "read_ingest_state", "write_ingest_state", "read_prediction_health", "write_prediction_health"]
+__all__ = [
+    "IngestState", "PredictionHealth", "read_ingest_state", "write_ingest_state", "update_ingest_state",
+    "read_prediction_health", "write_prediction_health",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +70,37 @@ def _read(path: Path, model: type[BaseModel]) -> BaseModel | None:
         return None
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive access to one record, across threads and processes (the lock file stays)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # flock excludes per open file description, so threads of one process exclude each other too.
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def update_ingest_state(data_dir: Path, symbol: str, tf: Timeframe,
+                        change: Callable[[IngestState], IngestState]) -> IngestState:
+    """Read, change and write the ingest record of a series as one step; returns what was written."""
+    path = _path(data_dir, "ingest", symbol, tf)
+    with _locked(path):
+        state = change(read_ingest_state(data_dir, symbol, tf) or IngestState())
+        atomic_write_text(path, state.model_dump_json())
+    return state
+
+
 def read_ingest_state(data_dir: Path, symbol: str, tf: Timeframe) -> IngestState | None:
     return _read(_path(data_dir, "ingest", symbol, tf), IngestState)  # type: ignore[return-value]
 
 
 def write_ingest_state(data_dir: Path, symbol: str, tf: Timeframe, state: IngestState) -> None:
-    atomic_write_text(_path(data_dir, "ingest", symbol, tf), state.model_dump_json())
+    path = _path(data_dir, "ingest", symbol, tf)
+    with _locked(path):
+        atomic_write_text(path, state.model_dump_json())
 
 
 def read_prediction_health(data_dir: Path, symbol: str, tf: Timeframe) -> PredictionHealth | None:

@@ -23,9 +23,9 @@ from pydantic import BaseModel, Field
 from . import timeframes as tfs
 from .candles import to_frame, validate_candles
 from .config import Settings
-from .errors import CoinPredictError, StorageError, StorageUnavailableError
+from .errors import StorageError, StorageUnavailableError
 from .exchange import ExchangeClient
-from .health import IngestState, read_ingest_state, write_ingest_state
+from .health import IngestState, update_ingest_state
 from .storage import CandleStore, open_store
 
 __all__ = [
@@ -253,37 +253,25 @@ def ingest_series(store: CandleStore, client: ExchangeClient, settings: Settings
 def _mark_state(settings: Settings, store: CandleStore, symbol: str, tf: tfs.Timeframe, now_ms: int,
                 report: SeriesReport, *, started_empty: bool) -> None:
     """Record backfill completion; the store stays the truth (an empty store is a new backfill)."""
-    state = read_ingest_state(settings.data_dir, symbol, tf) or IngestState()
     caught_up = (store.latest_ts(symbol, tf) or -1) >= tfs.last_closed_open(now_ms, tf)
-    if caught_up and state.backfill_complete_at is None:
-        state.backfill_complete_at = now_ms
-    elif started_empty and not caught_up:
-        state.backfill_complete_at = None  # the store was wiped: hidden again until refilled
-    state.last_run_at, state.last_new_candles, state.last_rejected = now_ms, report.new_candles, report.rejected
-    state.last_error = None
-    write_ingest_state(settings.data_dir, symbol, tf, state)
+
+    def change(state: IngestState) -> IngestState:
+        if caught_up and state.backfill_complete_at is None:
+            state.backfill_complete_at = now_ms
+        elif started_empty and not caught_up:
+            state.backfill_complete_at = None  # the store was wiped: hidden again until refilled
+        state.last_run_at, state.last_new_candles, state.last_rejected = now_ms, report.new_candles, report.rejected
+        state.last_error = None
+        return state
+
+    update_ingest_state(settings.data_dir, symbol, tf, change)
 
 
 def run_ingest(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
                now_ms: int | None = None, progress: Progress | None = None) -> IngestReport:
-    """Ingest every configured series; one failing series never stops the others."""
-    began = time.monotonic()
-    settings = settings.narrowed(symbols, timeframes)
-    reports: list[SeriesReport] = []
-    with open_store(settings) as store, ExchangeClient(settings) as client:
-        client.check_symbols(settings.target_symbols)
-        for symbol, tf in settings.series():
-            reports.append(_guarded(store, client, settings, symbol, tf, now_ms, progress))
-    return IngestReport(series=reports, seconds=time.monotonic() - began)
+    """Ingest every configured series concurrently (see :mod:`coin_core.cycle`); one failing
+    or unlisted series never stops the others."""
+    from .cycle import run_ingest_all  # the fan-out builds on this module
 
-
-def _guarded(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str, tf: tfs.Timeframe,
-             now_ms: int | None, progress: Progress | None) -> SeriesReport:
-    try:
-        return ingest_series(store, client, settings, symbol, tf, now_ms=now_ms, progress=progress)
-    except CoinPredictError as exc:
-        log.error("ingest of %s %s failed: %s", symbol, tf, exc)
-        error = f"{type(exc).__name__}: {exc}"
-        state = read_ingest_state(settings.data_dir, symbol, tf) or IngestState()
-        write_ingest_state(settings.data_dir, symbol, tf, state.model_copy(update={"last_error": error[:300]}))
-        return SeriesReport(symbol=symbol, timeframe=tf, error=error)
+    with open_store(settings) as store:
+        return run_ingest_all(settings, store, symbols=symbols, timeframes=timeframes, now_ms=now_ms, progress=progress)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from .config import Settings
 from .errors import DataValidationError, ModelError
-from .ingest import IngestReport, Progress, run_ingest
+from .ingest import IngestReport, Progress
 from .storage import open_store
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ class CycleReport(BaseModel):
     forecasts: dict[str, str]
     published_files: int
     seconds: float
+    requests: int = 0
 
 
 def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
@@ -65,12 +66,18 @@ def run_publish(settings: Settings, *, now_ms: int) -> "PublishReport":
         return publish_site(store, settings, now_ms=now_ms)
 
 
-def run_cycle(settings: Settings, *, timeframes: Iterable[str] | None = None, now_ms: int | None = None,
-              progress: Progress | None = None) -> CycleReport:
-    """ingest -> forecast -> publish, one causal chain in one process."""
+def run_cycle(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
+              now_ms: int | None = None, progress: Progress | None = None) -> CycleReport:
+    """The per-series unit (ingest -> gate -> forecast) for every series, then publish: the
+    same chain as the Prefect ``cycle`` flow. Publish covers every configured series."""
+    from .cycle import run_series
+
     began = time.monotonic()
-    ingest = run_ingest(settings, timeframes=timeframes, now_ms=now_ms, progress=progress)
-    now = now_ms if now_ms is not None else int(time.time() * 1000)
-    forecasts = run_forecast(settings, now_ms=now, timeframes=timeframes)
-    report = run_publish(settings, now_ms=now)
-    return CycleReport(ingest=ingest, forecasts=forecasts, published_files=len(report.written), seconds=time.monotonic() - began)
+    with open_store(settings) as store:
+        run = run_series(store, settings.narrowed(symbols, timeframes), now_ms=now_ms, progress=progress)
+        from .publish import publish_site
+
+        report = publish_site(store, settings, now_ms=run.now_ms)
+    forecasts = {name: out.status + (f" ({out.error})" if out.error else "") for name, out in run.forecasts.items()}
+    return CycleReport(ingest=run.ingest, forecasts=forecasts, published_files=len(report.written),
+                       seconds=time.monotonic() - began, requests=run.requests)

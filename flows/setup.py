@@ -40,6 +40,7 @@ __all__ = [
     "CONCURRENCY_LIMITS",
     "TRAIN_LIMIT",
     "CYCLE_LIMIT",
+    "SLOT_HOLDERS",
     "ensure_concurrency_limits",
     "release_stale_slots",
     "STALE_RUN_AFTER",
@@ -56,6 +57,8 @@ CYCLE_LIMIT = "cycle"
 #: writes the same store series and the same public/, so a slow run and the next scheduled one
 #: must not interleave.
 CONCURRENCY_LIMITS: dict[str, int] = {TRAIN_LIMIT: 1, CYCLE_LIMIT: 1}
+#: limit -> the flows whose runs hold it (a manual ingest writes what a cycle writes).
+SLOT_HOLDERS: dict[str, list[str]] = {TRAIN_LIMIT: ["train"], CYCLE_LIMIT: ["cycle", "ingest"]}
 
 T = TypeVar("T")
 
@@ -117,13 +120,13 @@ def read_concurrency_limit(name: str) -> GlobalConcurrencyLimitResponse | None:
 STALE_RUN_AFTER: dict[str, timedelta] = {TRAIN_LIMIT: timedelta(hours=6), CYCLE_LIMIT: timedelta(hours=2)}
 
 
-async def _release_stale(name: str, flow_name: str, current_run: str | None) -> bool:
+async def _release_stale(name: str, flow_names: list[str], current_run: str | None) -> bool:
     async with get_client() as client:
         limit = await client.read_global_concurrency_limit_by_name(name)
         if limit.active_slots == 0:
             return False
         running = await client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=flow_names)),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
             ),
@@ -132,20 +135,21 @@ async def _release_stale(name: str, flow_name: str, current_run: str | None) -> 
         others = [run for run in running if str(run.id) != current_run]
         for run in others:
             if run.start_time is not None and run.start_time < oldest_live:
-                log.warning("flow run %s of %r has been RUNNING since %s: marking it crashed",
-                            run.id, flow_name, run.start_time)
+                log.warning("flow run %s holding %r has been RUNNING since %s: marking it crashed",
+                            run.id, name, run.start_time)
                 await client.set_flow_run_state(
                     run.id, Crashed(message="no progress for too long: its worker is presumed dead"), force=True)
         if any(run.start_time is None or run.start_time >= oldest_live for run in others):
             return False  # a live holder exists: its slot is not stale
-        log.warning("releasing %d stale slot(s) of %r: no other %r run is running",
-                    limit.active_slots, name, flow_name)
+        log.warning("releasing %d stale slot(s) of %r: no other run of %s is running",
+                    limit.active_slots, name, "/".join(flow_names))
         await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
         return True
 
 
-def release_stale_slots(name: str, flow_name: str, current_run: str | UUID | None = None) -> bool:
-    """Free ``name``'s slots when no run of ``flow_name`` but ``current_run`` is alive.
+def release_stale_slots(name: str, flow_name: str | None = None, current_run: str | UUID | None = None) -> bool:
+    """Free ``name``'s slots when no run of the flows holding it (:data:`SLOT_HOLDERS`, or
+    ``flow_name``) but ``current_run`` is alive.
 
     A run RUNNING for longer than :data:`STALE_RUN_AFTER` is marked Crashed first (its worker
     died: Prefect 2.20 would show it RUNNING forever).
@@ -153,7 +157,8 @@ def release_stale_slots(name: str, flow_name: str, current_run: str | UUID | Non
     Returns True when stale slots were released. Called before acquiring, so the only way to
     be wrong is two runs starting within the same instant, which the schedule never does.
     """
-    return _run(_release_stale(name, flow_name, None if current_run is None else str(current_run)))
+    holders = [flow_name] if flow_name else SLOT_HOLDERS.get(name, [name])
+    return _run(_release_stale(name, holders, None if current_run is None else str(current_run)))
 
 
 def main() -> None:

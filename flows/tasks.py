@@ -28,13 +28,14 @@ from coin_core.exchange import ExchangeClient
 from coin_core.forecast.predict import PredictOutcome, forecast_series
 from coin_core.forecast.specs import shared_spec
 from coin_core.forecast.training import TrainResult, data_range, fit_cache_key, train_series
-from coin_core.ingest import SeriesReport, ingest_series
+from coin_core.clients import ClientPool
+from coin_core.cycle import SeriesCycle, cycle_series
 from coin_core.publish import PublishReport, publish_site
 from coin_core.storage import CandleStore
 
 __all__ = [
     "RETRYABLE", "MARKETS_TTL", "retry_transient", "by_cache_key", "result_exists", "cached",
-    "markets_cache_key", "exchange_markets", "ingest_series_task", "forecast_task", "publish_task",
+    "markets_cache_key", "exchange_markets", "exchange_time_task", "series_task", "forecast_task", "publish_task",
     "fit_key_task", "train_task",
 ]
 
@@ -93,10 +94,17 @@ def exchange_markets(settings: Settings, cache_key: str) -> dict[str, dict[str, 
         return client.market_snapshot(settings.target_symbols)
 
 
-@task(name="ingest-series", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
-      retry_condition_fn=retry_transient, task_run_name="ingest {symbol} {tf}")
-def ingest_series_task(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str, tf: str) -> SeriesReport:
-    return ingest_series(store, client, settings, symbol, tf)
+@task(name="exchange-time", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      retry_condition_fn=retry_transient)
+def exchange_time_task(pool: ClientPool) -> int:
+    return pool.client().now_ms()
+
+
+@task(name="series-unit", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      retry_condition_fn=retry_transient, task_run_name="{step} {symbol} {tf}")
+def series_task(store: CandleStore, pool: ClientPool, settings: Settings, symbol: str, tf: str, now_ms: int,
+                step: str) -> SeriesCycle:
+    return cycle_series(store, pool.client(), settings, symbol, tf, now_ms, pool.listed, forecast=step == "cycle", strict=True)
 
 
 @task(name="forecast-series", task_run_name="forecast {symbol} {tf}")

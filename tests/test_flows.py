@@ -33,9 +33,10 @@ from flows.setup import TRAIN_LIMIT, ensure_concurrency_limits, read_concurrency
 from flows.tasks import (
     exchange_markets,
     fit_key_task,
+    exchange_time_task,
     forecast_task,
-    ingest_series_task,
     publish_task,
+    series_task,
     train_task,
 )
 from tests.fixtures.prefect import PrefectHarness
@@ -160,7 +161,7 @@ def test_transient_error_is_retried_after_whole_seconds(flow_env: Settings, sim_
 
 
 def test_retry_policy_is_io_only_with_whole_second_delays() -> None:
-    for io in (exchange_markets, ingest_series_task, publish_task, fit_key_task):
+    for io in (exchange_markets, exchange_time_task, series_task, publish_task, fit_key_task):
         assert io.retries >= 1 and io.retry_condition_fn is not None, io.name
         delays = io.retry_delay_seconds if isinstance(io.retry_delay_seconds, list) else [io.retry_delay_seconds]
         assert all(isinstance(d, int) and d >= 1 for d in delays), (io.name, delays)

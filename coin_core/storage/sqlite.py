@@ -1,4 +1,10 @@
-"""Embedded SQLite backend (stdlib, WAL): the zero-setup default store under ``DATA_DIR``."""
+"""Embedded SQLite backend (stdlib, WAL): the zero-setup default store under ``DATA_DIR``.
+
+Threads: each thread reads through its own connection (WAL readers never block each other),
+and writes go one at a time through a process-wide lock (SQLite has one writer; queueing on a
+lock is cheaper than SQLite's busy-retry sleeps). :meth:`SQLiteStore.close` closes the
+connections of every thread, not just the caller's.
+"""
 
 from __future__ import annotations
 
@@ -42,21 +48,27 @@ class SQLiteStore(CandleStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._lock = threading.RLock()  # guards _open and the write path
+        self._open: list[sqlite3.Connection] = []
+        self._generation = 0  # bumped by close(): a thread's older connection is not reused
         with self._conn() as conn:
             conn.executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        # One connection per thread: Prefect runs tasks in worker threads.
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+        # One connection per thread (Prefect and the ingest fan-out run series in threads);
+        # check_same_thread=False only so that close() may close them all from one thread.
+        conn, generation = getattr(self._local, "conn", None), getattr(self._local, "generation", -1)
+        if conn is None or generation != self._generation:
             try:
-                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=30000")
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
-            self._local.conn = conn
+            with self._lock:
+                self._open.append(conn)
+            self._local.conn, self._local.generation = conn, self._generation
         return conn
 
     def _exec(self, sql: str, params: tuple = ()) -> list[tuple]:
@@ -64,6 +76,10 @@ class SQLiteStore(CandleStore):
             return self._conn().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite error on {self.path.name}: {exc}") from exc
+
+    def _write(self, sql: str, params: tuple = ()) -> None:
+        with self._lock:
+            self._exec(sql, params)
 
     @staticmethod
     def _where(start: int | None, end: int | None) -> tuple[str, tuple]:
@@ -78,7 +94,7 @@ class SQLiteStore(CandleStore):
         rows = [(symbol, tf, int(r.ts), r.open, r.high, r.low, r.close, r.volume) for r in frame.itertuples()]
         conn = self._conn()
         try:
-            with conn:  # one transaction: a page is stored whole or not at all
+            with self._lock, conn:  # one transaction: a page is stored whole or not at all
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany("INSERT OR REPLACE INTO candles VALUES (?,?,?,?,?,?,?,?)", rows)
         except sqlite3.Error as exc:
@@ -107,10 +123,10 @@ class SQLiteStore(CandleStore):
 
     def _delete(self, symbol, tf, start, end) -> None:
         clause, params = self._where(start, end)
-        self._exec(f"DELETE FROM candles WHERE symbol=? AND timeframe=?{clause}", (symbol, tf) + params)
+        self._write(f"DELETE FROM candles WHERE symbol=? AND timeframe=?{clause}", (symbol, tf) + params)
 
     def _write_gap(self, symbol, tf, start, end) -> None:
-        self._exec("INSERT OR REPLACE INTO known_gaps VALUES (?,?,?,?)", (symbol, tf, int(start), int(end)))
+        self._write("INSERT OR REPLACE INTO known_gaps VALUES (?,?,?,?)", (symbol, tf, int(start), int(end)))
 
     def _read_gaps(self, symbol, tf):
         rows = self._exec("SELECT start_ts, end_ts FROM known_gaps WHERE symbol=? AND timeframe=?", (symbol, tf))
@@ -118,7 +134,7 @@ class SQLiteStore(CandleStore):
 
     def _write_forecast(self, forecast: Forecast) -> None:
         points = forecast.points[list(FORECAST_COLUMNS)].astype({"ts": "int64"}).to_dict("list")
-        self._exec(
+        self._write(
             "INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?)",
             (forecast.symbol, forecast.timeframe, int(forecast.issued_at), forecast.model_version,
              int(forecast.input_last_ts), json.dumps(points)),
@@ -135,7 +151,7 @@ class SQLiteStore(CandleStore):
         return Forecast(symbol, tf, int(issued_at), version, int(last_ts), frame)
 
     def _delete_forecasts(self, symbol, tf, issued_before) -> None:
-        self._exec("DELETE FROM forecasts WHERE symbol=? AND timeframe=? AND issued_at < ?", (symbol, tf, issued_before))
+        self._write("DELETE FROM forecasts WHERE symbol=? AND timeframe=? AND issued_at < ?", (symbol, tf, issued_before))
 
     def _series(self):
         return [(s, t) for s, t in self._exec("SELECT DISTINCT symbol, timeframe FROM candles")]
@@ -147,7 +163,10 @@ class SQLiteStore(CandleStore):
         return int(page_size) * (int(pages) - int(free))
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close every thread's connection; a later call on any thread opens a fresh one."""
+        with self._lock:
+            conns, self._open = self._open, []
+            self._generation += 1
+            for conn in conns:
+                conn.close()
+        self._local.conn = None

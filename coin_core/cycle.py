@@ -1,0 +1,172 @@
+"""The per-series unit of work of a cycle, and its fan-out over threads under one throttle.
+
+:func:`cycle_series` is what a cycle does for ONE series, whoever runs it (the CLI's
+``run_cycle``, the Prefect ``cycle`` and ``ingest`` flows):
+
+1. ingest, guarded: an unlisted symbol or a failing exchange/store becomes an error in the
+   series' report (and its ingest record), never an abort of the other series;
+2. the causal forecast gate :func:`needs_forecast`: forecast only when the stored input moved
+   past the last issued forecast (a degraded cycle kept the old one, so it retries);
+3. forecast (which never raises: a failure keeps the last good forecast, flagged degraded).
+
+:func:`run_series` runs the unit for every configured series on ``EXCHANGE_CONCURRENCY``
+threads. Each thread has its own ccxt client (ccxt is not thread-safe) and all of them share
+the exchange's one request throttle (:class:`~coin_core.clients.ClientPool`), so many series
+fill the exchange's request budget instead of waiting on each other's round trips. The store
+is shared: SQLite serialises writers itself, InfluxDB takes concurrent batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .clients import ClientPool
+from .config import Settings
+from .errors import CoinPredictError
+from .exchange import ExchangeClient
+from .forecast.predict import PredictOutcome, forecast_series, short_error
+from .health import update_ingest_state
+from .ingest import IngestReport, Progress, SeriesReport, ingest_series
+from .storage import CandleStore
+from .timeframes import Timeframe
+
+__all__ = ["SeriesCycle", "SeriesRun", "needs_forecast", "ingest_one", "forecast_one", "cycle_series", "run_series"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SeriesCycle:
+    """What one series' unit of work did: its ingest report and, when gated in, its forecast."""
+
+    ingest: SeriesReport
+    forecast: PredictOutcome | None = None
+
+
+@dataclass
+class SeriesRun:
+    """Every series' outcome of one run, in the configured order, and the run's clock."""
+
+    series: list[SeriesCycle]
+    now_ms: int
+    seconds: float
+    requests: int = 0
+    throttle_interval_ms: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ingest(self) -> IngestReport:
+        return IngestReport(series=[s.ingest for s in self.series], seconds=self.seconds)
+
+    @property
+    def forecasts(self) -> dict[str, PredictOutcome]:
+        return {f"{s.ingest.symbol} {s.ingest.timeframe}": s.forecast for s in self.series if s.forecast}
+
+
+def needs_forecast(store: CandleStore, symbol: str, tf: Timeframe) -> bool:
+    """Causal gate: forecast only when the stored input moved past the last issued forecast."""
+    latest = store.latest_ts(symbol, tf)
+    issued = store.latest_forecast(symbol, tf)
+    return latest is not None and (issued is None or issued.input_last_ts < latest)
+
+
+def _record_error(settings: Settings, symbol: str, tf: Timeframe, error: str) -> None:
+    """Keep the reason in the series' ingest record; a record that cannot be written (a full
+    disk) is only logged, so the series' own error is what the caller sees."""
+    try:
+        update_ingest_state(settings.data_dir, symbol, tf, lambda s: s.model_copy(update={"last_error": error[:300]}))
+    except (OSError, CoinPredictError) as exc:
+        log.error("ingest record of %s %s not updated: %s", symbol, tf, short_error(exc))
+
+
+def ingest_one(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str, tf: Timeframe,
+               now_ms: int, listed: set[str], progress: Progress | None = None, *, strict: bool = False) -> SeriesReport:
+    """Ingest one series; a project error ends up in its report and ingest record.
+
+    ``strict`` re-raises it after recording (a Prefect task then retries what is transient);
+    an unlisted symbol is never retried: it is reported at once.
+    """
+    if symbol not in listed:
+        error = f"PermanentExchangeError: {symbol} is not listed on {settings.exchange_id}"
+        _record_error(settings, symbol, tf, error)
+        return SeriesReport(symbol=symbol, timeframe=tf, error=error)
+    try:
+        return ingest_series(store, client, settings, symbol, tf, now_ms=now_ms, progress=progress)
+    except CoinPredictError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("ingest of %s %s failed: %s", symbol, tf, error)
+        _record_error(settings, symbol, tf, error)
+        if strict:
+            raise
+        return SeriesReport(symbol=symbol, timeframe=tf, error=error)
+
+
+def forecast_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> PredictOutcome | None:
+    """Forecast a predicted series whose input moved; None when the gate skips it."""
+    if not settings.policy(tf).predicted:
+        return None
+    try:
+        if not needs_forecast(store, symbol, tf):
+            return None
+    except CoinPredictError as exc:  # the store is unreachable: report it, do not abort the others
+        return PredictOutcome(symbol, tf, "degraded", error=short_error(exc))
+    return forecast_series(store, settings, symbol, tf, now_ms=now_ms)
+
+
+def cycle_series(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str, tf: Timeframe,
+                 now_ms: int, listed: set[str], *, forecast: bool = True, strict: bool = False,
+                 progress: Progress | None = None) -> SeriesCycle:
+    """THE per-series unit of a cycle: ingest -> causal gate -> forecast (see the module doc)."""
+    report = ingest_one(store, client, settings, symbol, tf, now_ms, listed, progress, strict=strict)
+    return SeriesCycle(report, forecast_one(store, settings, symbol, tf, now_ms) if forecast else None)
+
+
+def _failed_run(settings: Settings, error: CoinPredictError, began: float) -> SeriesRun:
+    """The exchange could not even list its markets: every series fails with that reason."""
+    reason = f"{type(error).__name__}: {error}"
+    log.error("exchange unavailable, no series ingested: %s", reason)
+    reports = [SeriesCycle(SeriesReport(symbol=s, timeframe=tf, error=reason)) for s, tf in settings.series()]
+    return SeriesRun(reports, int(time.time() * 1000), time.monotonic() - began)
+
+
+def run_series(store: CandleStore, settings: Settings, *, now_ms: int | None = None, forecast: bool = True,
+               progress: Progress | None = None, markets: dict | None = None,
+               rate_limit_ms: int | None = None) -> SeriesRun:
+    """The unit of work for every configured series, ``EXCHANGE_CONCURRENCY`` at a time.
+
+    The run's clock is read once (the exchange's time unless ``now_ms`` is given), so every
+    series decides "closed" against the same instant and no series pays a ``/time`` request.
+    """
+    began = time.monotonic()
+    try:
+        pool = ClientPool(settings, markets=markets, rate_limit_ms=rate_limit_ms)
+    except CoinPredictError as exc:
+        return _failed_run(settings, exc, began)
+    with pool:
+        listed = pool.listed
+        try:
+            now = now_ms if now_ms is not None else pool.client().now_ms()
+        except CoinPredictError as exc:
+            return _failed_run(settings, exc, began)
+        requests_before = pool.throttle.requests
+
+        def unit(series: tuple[str, Timeframe]) -> SeriesCycle:
+            return cycle_series(store, pool.client(), settings, series[0], series[1], now, listed,
+                                forecast=forecast, progress=progress)
+
+        with ThreadPoolExecutor(settings.exchange_concurrency, thread_name_prefix="series") as executor:
+            done = list(executor.map(unit, settings.series()))
+        return SeriesRun(done, now, time.monotonic() - began, pool.throttle.requests - requests_before,
+                         pool.throttle.mean_interval_ms())
+
+
+def run_ingest_all(settings: Settings, store: CandleStore, *, symbols: Iterable[str] | None = None,
+                   timeframes: Iterable[str] | None = None, now_ms: int | None = None,
+                   progress: Progress | None = None) -> IngestReport:
+    """Ingest only (no forecast) every configured series; the CLI ``ingest`` command."""
+    run = run_series(store, settings.narrowed(symbols, timeframes), now_ms=now_ms, forecast=False, progress=progress)
+    return run.ingest
