@@ -107,18 +107,29 @@ def peak_memory(candles: int, sim: "_SimProcess") -> dict:
 _SIM_PROCESS = """
 import sys, time
 from coin_core.exchange_sim import SimClock, SimExchange
-clock = SimClock(); clock.set(float(sys.argv[1]))
-with SimExchange(("BTC/USDT",), clock=clock, listing_ms=0) as sim:
+now_s, latency_s, symbols, prebuild_days = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3].split(","), int(sys.argv[4])
+clock = SimClock(); clock.set(now_s)
+with SimExchange(symbols, clock=clock, listing_ms=0, latency_s=latency_s) as sim:
+    end = int(now_s * 1000)
+    for symbol in symbols if prebuild_days else ():
+        sim.prebuild(symbol, "1h", end - prebuild_days * 86_400_000 - 3_600_000, end)
     print(sim.base_url, flush=True)
     sys.stdin.read()
 """
 
 
 class _SimProcess:
-    """The simulated exchange in its own process, so it does not share the benchmark's GIL."""
+    """The simulated exchange in its own process, so it does not share the benchmark's GIL.
+
+    ``prebuild_days`` serialises that much 1h history of every symbol before the URL is
+    printed (the exchange then answers from cached rows: never the bottleneck).
+    """
+
+    def __init__(self, symbols: tuple[str, ...] = ("BTC/USDT",), latency_s: float = 0.0, prebuild_days: int = 0) -> None:
+        self.args = [str(NOW_S), str(latency_s), ",".join(symbols), str(prebuild_days)]
 
     def __enter__(self) -> "_SimProcess":
-        self.proc = subprocess.Popen([sys.executable, "-c", _SIM_PROCESS, str(NOW_S)], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-c", _SIM_PROCESS, *self.args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         self.base_url = self.proc.stdout.readline().strip()
         return self
@@ -128,13 +139,50 @@ class _SimProcess:
         self.proc.wait(10)
 
 
+def multi_series(kind: str, n: int, days: int, latency_s: float) -> dict:
+    """``n`` series x ``days`` of 1h, backfilled concurrently under ccxt's own Binance throttle."""
+    from coin_core.cycle import run_series
+
+    symbols = tuple(f"S{i:02d}/USDT" for i in range(n))
+    with _SimProcess(symbols, latency_s, days) as sim, ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coin-bench-multi-")))
+        settings = load_settings(exchange_api_url=sim.base_url, data_dir=workdir / "data", target_symbols=list(symbols),
+                                 timeframe_policy={"1h": {"lookback_days": days}})
+        store = _store(kind, workdir, stack, "multi")
+        t0 = time.perf_counter()
+        run = run_series(store, settings, now_ms=int(NOW_S * 1000), forecast=False)
+        seconds = time.perf_counter() - t0
+        if hasattr(_store, "influx_url"):
+            del _store.influx_url  # type: ignore[attr-defined]
+    report = run.ingest
+    if not report.ok or report.new_candles != n * days * 24:
+        raise RuntimeError(f"multi-series backfill incomplete: {report.new_candles} candles, {[s.error for s in report.series if s.error][:3]}")
+    interval_ms = run.throttle_interval_ms  # ccxt's rateLimit x the mean cost of the requests it made
+    ceiling_rps = 1000.0 / interval_ms
+    per_request = report.new_candles / run.requests
+    return {"store": kind, "series": n, "days": days, "latency_ms": round(latency_s * 1000), "workers": settings.exchange_concurrency,
+            "candles": report.new_candles, "requests": run.requests, "seconds": round(seconds, 3),
+            "requests_per_s": round(run.requests / seconds, 2), "candles_per_s": round(report.new_candles / seconds, 1),
+            "throttle_interval_ms": round(interval_ms, 3), "ceiling_requests_per_s": round(ceiling_rps, 2),
+            "ceiling_candles_per_s_full_pages": round(ceiling_rps * 1000, 1),
+            "ceiling_candles_per_s_these_pages": round(ceiling_rps * per_request, 1),
+            "ratio_of_ceiling": round(run.requests / seconds / ceiling_rps, 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stores", default="sqlite,influxdb")
     parser.add_argument("--candles", type=int, default=100_000, help="1h candles per end-to-end backfill")
     parser.add_argument("--memory-candles", type=int, default=0, help="also measure peak RSS of a 1m backfill")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--multi", type=int, default=0, help="N series backfilled concurrently under ccxt's throttle")
+    parser.add_argument("--days", type=int, default=365, help="1h history per series in --multi")
+    parser.add_argument("--latency-ms", type=int, default=100, help="round trip the exchange adds in --multi")
     args = parser.parse_args(argv)
+    if args.multi:
+        results = [multi_series(kind, args.multi, args.days, args.latency_ms / 1000) for kind in args.stores.split(",")]
+        print(json.dumps({"bench": "backfill-multi", "cpus": os.cpu_count(), "results": results}, indent=1))
+        return 0
     if args.memory_child:
         _memory_child(args.memory_child[0], int(args.memory_child[1]), args.memory_child[2])
         return 0

@@ -1,10 +1,11 @@
-"""Cycle latency (boundary -> published site) for 1, 10 and 50 symbols on 1h, as JSON.
+"""Cycle latency (boundary -> published site) for 1, 10, 50 and 500 symbols on 1h, as JSON.
 
-    .venv/bin/python bench/bench_cycle.py                    # 1, 10, 50 symbols, 6 cycles each
-    .venv/bin/python bench/bench_cycle.py --symbols 10 --cycles 12
+    .venv/bin/python bench/bench_cycle.py                    # 1, 10, 50, 500 symbols, 6 cycles each, 100 ms RTT
+    .venv/bin/python bench/bench_cycle.py --symbols 10 --cycles 12 --latency-ms 0
 
-Each size runs in fresh processes against the simulated exchange (in the same process, with a
-frozen clock, so every cycle has exactly one new closed candle per series):
+Each size runs in fresh processes against the simulated exchange (in its own process, so it
+shares neither the GIL nor the RSS of the measured one; frozen clock, so every cycle has
+exactly one new closed candle per series; ``--latency-ms`` added to every answer):
 
 1. setup: backfill 30 days of 1h candles per symbol (not measured);
 2. train: fit the champion (Prophet) of every series — seconds and peak RSS of the process;
@@ -37,50 +38,54 @@ def _rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _settings(n: int, workdir: Path, url: str):
+def _settings(n: int, workdir: Path, url: str, lookback_days: int):
     from coin_core.config import load_settings
 
-    symbols = [f"C{i:02d}/USDT" for i in range(n)]
+    symbols = [f"C{i:03d}/USDT" for i in range(n)]
     return load_settings(target_symbols=symbols, exchange_api_url=url, data_dir=workdir / "data",
-                         public_dir=workdir / "public", timeframe_policy={"1h": {"lookback_days": 30}})
+                         public_dir=workdir / "public", timeframe_policy={"1h": {"lookback_days": lookback_days}})
 
 
-def child(phase: str, n: int, workdir: Path, cycles: int) -> dict:
-    from coin_core.exchange_sim import SimClock, SimExchange
+def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, lookback_days: int) -> dict:
+    from bench.simproc import SimProcess
     from coin_core.ingest import run_ingest
     from coin_core.pipeline import run_cycle, run_train
 
-    clock = SimClock()
-    clock.set(T0_S)
-    symbols = [f"C{i:02d}/USDT" for i in range(n)]
-    with SimExchange(symbols, clock=clock) as sim:
-        settings = _settings(n, workdir, sim.base_url)
+    symbols = [f"C{i:03d}/USDT" for i in range(n)]
+    with SimProcess(symbols, start_s=T0_S, latency_s=latency_s if phase == "cycle" else 0.0) as sim:
+        settings = _settings(n, workdir, sim.base_url, lookback_days)
         if phase == "setup":
-            report = run_ingest(settings, now_ms=clock.now_ms())
+            report = run_ingest(settings, now_ms=T0_S * 1000)
             return {"candles": report.new_candles}
         if phase == "train":
             t0 = time.perf_counter()
             run_train(settings)
             return {"train_seconds": round(time.perf_counter() - t0, 2), "train_peak_rss_mib": _rss_mib()}
-        latencies = []
+        latencies, units = [], []
         for _ in range(cycles):
-            clock.advance(3600)
+            now_ms = sim.call("advance", seconds=3600)
             t0 = time.perf_counter()
-            report = run_cycle(settings, now_ms=clock.now_ms())
+            report = run_cycle(settings, now_ms=now_ms)
             latencies.append(time.perf_counter() - t0)
+            units.append(report.units_seconds)
             assert report.ingest.new_candles == n and report.ingest.ok, report
+            assert sum(1 for v in report.forecasts.values() if v == "ok") == n, report.forecasts
         site = workdir / "public"
-        return {"cycles": cycles, "latency_p50_s": round(statistics.median(latencies), 3),
+        return {"cycles": cycles, "latency_ms": round(latency_s * 1000), "latency_p50_s": round(statistics.median(latencies), 3),
                 "latency_p95_s": round(sorted(latencies)[max(0, int(round(0.95 * len(latencies))) - 1)], 3),
-                "latency_max_s": round(max(latencies), 3), "cycle_peak_rss_mib": _rss_mib(),
+                "latency_max_s": round(max(latencies), 3),
+                "ingest_forecast_p50_s": round(statistics.median(units), 3),
+                "publish_p50_s": round(statistics.median(lat - u for lat, u in zip(latencies, units)), 3),
+                "cycle_peak_rss_mib": _rss_mib(),
                 "site_bytes": sum(p.stat().st_size for p in site.rglob("*") if p.is_file())}
 
 
-def run_size(n: int, cycles: int) -> dict:
+def run_size(n: int, cycles: int, latency_ms: int, lookback_days: int) -> dict:
     result: dict = {"symbols": n}
     with tempfile.TemporaryDirectory(prefix="coin-bench-cycle-") as workdir:
         for phase in ("setup", "train", "cycle"):
-            out = subprocess.run([sys.executable, __file__, "--child", phase, str(n), workdir, str(cycles)],
+            out = subprocess.run([sys.executable, __file__, "--child", phase, str(n), workdir, str(cycles),
+                                  str(latency_ms), str(lookback_days)],
                                  capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
             if out.returncode:
                 raise RuntimeError(f"{phase} failed: {out.stderr[-2000:]}")
@@ -90,15 +95,17 @@ def run_size(n: int, cycles: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--symbols", default="1,10,50")
+    parser.add_argument("--symbols", default="1,10,50,500")
     parser.add_argument("--cycles", type=int, default=6)
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--latency-ms", type=int, default=100, help="round trip the exchange adds to every answer")
+    parser.add_argument("--lookback-days", type=int, default=30, help="1h history backfilled per symbol")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        phase, n, workdir, cycles = args.child
-        print(json.dumps(child(phase, int(n), Path(workdir), int(cycles))))
+        phase, n, workdir, cycles, latency_ms, days = args.child
+        print(json.dumps(child(phase, int(n), Path(workdir), int(cycles), int(latency_ms) / 1000, int(days))))
         return 0
-    sizes = [run_size(int(n), args.cycles) for n in args.symbols.split(",")]
+    sizes = [run_size(int(n), args.cycles, args.latency_ms, args.lookback_days) for n in args.symbols.split(",")]
     print(json.dumps({"bench": "cycle", "timeframe": "1h", "cpus": os.cpu_count(), "results": sizes}, indent=1))
     return 0
 

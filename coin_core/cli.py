@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .config import Settings, load_settings
-from .errors import CoinPredictError
+from .errors import CoinPredictError, ConfigError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -137,7 +137,10 @@ def _config(args: argparse.Namespace, settings: Settings) -> int:
 def _exchange(args: argparse.Namespace, settings: Settings) -> int:
     from .exchange_sim import serve_forever
 
-    serve_forever(host=args.host, port=args.port, symbols=settings.target_symbols, replay_dir=args.replay_dir)
+    if not 0 <= args.latency_ms <= 60_000:
+        raise ConfigError(f"--latency-ms must be within [0, 60000], got {args.latency_ms}")
+    serve_forever(host=args.host, port=args.port, symbols=settings.target_symbols, replay_dir=args.replay_dir,
+                  latency_s=args.latency_ms / 1000)
     return 0
 
 
@@ -167,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=8765)
             p.add_argument("--replay-dir", help="replay binance_{SLUG}_{TF}.csv files from this folder")
+            p.add_argument("--latency-ms", type=int, default=0,
+                           help="add a fixed round trip to every answer, e.g. 100 (default 0)")
         if name == "demo":
             p.add_argument("--serve", type=int, metavar="PORT", help="serve public/ on 127.0.0.1:PORT afterwards")
             p.add_argument("--lookback-days", type=int, default=365, help="1h history to backfill (default 365)")

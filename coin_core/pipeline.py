@@ -14,9 +14,11 @@ from .ingest import IngestReport, Progress
 from .storage import open_store
 
 if TYPE_CHECKING:
+    from .forecast.predict import PredictOutcome
+    from .forecast.training import TrainResult
     from .publish import PublishReport
 
-__all__ = ["CycleReport", "run_train", "run_forecast", "run_publish", "run_cycle"]
+__all__ = ["CycleReport", "train_one", "forecast_one_series", "run_train", "run_forecast", "run_publish", "run_cycle"]
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,24 @@ class CycleReport(BaseModel):
     forecasts: dict[str, str]
     published_files: int
     seconds: float
+    units_seconds: float = 0.0
     requests: int = 0
+
+
+def train_one(settings: Settings, symbol: str, tf: str, lookback: int | None) -> "TrainResult":
+    """Fit one series with its own store connection (what a Dask worker process runs)."""
+    from .forecast.training import train_series
+
+    with open_store(settings) as store:
+        return train_series(store, settings, symbol, tf, lookback=lookback)
+
+
+def forecast_one_series(settings: Settings, symbol: str, tf: str, now_ms: int) -> "PredictOutcome | None":
+    """The gated forecast of one series with its own store connection (for a Dask worker)."""
+    from .cycle import forecast_one
+
+    with open_store(settings) as store:
+        return forecast_one(store, settings, symbol, tf, now_ms)
 
 
 def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
@@ -80,4 +99,4 @@ def run_cycle(settings: Settings, *, symbols: Iterable[str] | None = None, timef
         report = publish_site(store, settings, now_ms=run.now_ms)
     forecasts = {name: out.status + (f" ({out.error})" if out.error else "") for name, out in run.forecasts.items()}
     return CycleReport(ingest=run.ingest, forecasts=forecasts, published_files=len(report.written),
-                       seconds=time.monotonic() - began, requests=run.requests)
+                       seconds=time.monotonic() - began, units_seconds=run.seconds, requests=run.requests)

@@ -7,9 +7,15 @@
   training data range, model spec), so a retried or re-triggered run reuses the result; a
   deleted result file means a refit, not a failed run (see ``flows.tasks.cached``).
 * Chunked extraction (bounded memory) happens inside ``coin_core.forecast.training``.
+* Fits fan out where ``flows.runners.task_runner`` says: in-process one at a time by default,
+  or over Dask (``DASK_WORKERS`` / ``DASK_ADDRESS``) through a subflow ``fit-series`` that
+  carries the chosen task runner. Each fit task opens its own store (it may run in another
+  process); keys are computed in the flow, cheaply, before anything is submitted.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.concurrency.sync import concurrency
@@ -22,9 +28,10 @@ from coin_core.storage import CandleStore, open_store
 from flows.artifacts import artifact_key, publish_table, train_row
 from flows.common import fail_if_any, flow_settings, state_error
 from flows.setup import TRAIN_LIMIT, ensure_concurrency_limits, release_stale_slots
+from flows.runners import describe_runner, task_runner
 from flows.tasks import cached, fit_key_task, train_task
 
-__all__ = ["TRAIN_WAIT_S", "prepare_train_limit", "train_one", "train_flow"]
+__all__ = ["TRAIN_WAIT_S", "prepare_train_limit", "fit_series_flow", "train_flow"]
 
 #: How long a train run waits for the one running before it gives up (and fails, saying so).
 TRAIN_WAIT_S = 4 * 3600
@@ -36,19 +43,35 @@ def prepare_train_limit(current_run: str | None) -> bool:
     return release_stale_slots(TRAIN_LIMIT, "train", current_run)
 
 
-def train_one(store: CandleStore, settings: Settings, symbol: str, tf: str, lookback: int | None) -> dict[str, object]:
-    """Key, then fit (or reuse the cached fit); one table row, failures included."""
-    lookback = lookback if lookback is not None else default_lookback(tf)
+def _key(store: CandleStore, settings: Settings, symbol: str, tf: str, lookback: int) -> tuple[str | None, bool, str | None]:
+    """(fit key, refresh the cached fit?, error) of a series."""
     key_state = fit_key_task(store, symbol, tf, lookback, return_state=True)
     error = state_error(key_state)
     if error is not None:
-        return train_row(symbol, tf, None, False, error)
+        return None, False, error
     key = key_state.result()
     # Reuse a cached fit only while it is still the serving champion (not rolled back/corrupt).
-    stale = key is not None and champion_fit_key(settings, symbol, tf) != key
-    state = cached(train_task, key, refresh=stale)(store, settings, symbol, tf, lookback, cache_key=key, return_state=True)
-    error = state_error(state)
-    return train_row(symbol, tf, None if error else state.result(), state.name == "Cached", error)
+    return key, key is not None and champion_fit_key(settings, symbol, tf) != key, None
+
+
+@flow(name="fit-series")
+def fit_series_flow(symbols: list[str] | None = None, timeframes: list[str] | None = None,
+                    lookback: int | None = None) -> list[dict[str, object]]:
+    """Key every series, submit its (cached) fit to this flow's task runner, one row each."""
+    settings = flow_settings(symbols, timeframes)
+    pending: list[tuple[str, str, Any, str | None]] = []
+    with open_store(settings) as store:
+        for symbol, tf in settings.series(predicted_only=True):
+            window = lookback if lookback is not None else default_lookback(tf)
+            key, stale, error = _key(store, settings, symbol, tf, window)
+            future = None if error else cached(train_task, key, refresh=stale).submit(settings, symbol, tf, window, cache_key=key)
+            pending.append((symbol, tf, future, error))
+    rows = []
+    for symbol, tf, future, error in pending:
+        state = future.wait() if future is not None else None
+        error = error or (state_error(state) if state is not None else None)
+        rows.append(train_row(symbol, tf, None if error else state.result(), state is not None and state.name == "Cached", error))
+    return rows
 
 
 @flow(name="train")
@@ -58,9 +81,9 @@ def train_flow(symbols: list[str] | None = None, timeframes: list[str] | None = 
     settings = flow_settings(symbols, timeframes)
     run_id = runtime.flow_run.id
     prepare_train_limit(str(run_id) if run_id else None)
+    get_run_logger().info("fits run %s", describe_runner(settings))
     with concurrency(TRAIN_LIMIT, occupy=1, timeout_seconds=TRAIN_WAIT_S):
-        with open_store(settings) as store:
-            rows = [train_one(store, settings, s, tf, lookback) for s, tf in settings.series(predicted_only=True)]
+        rows = fit_series_flow.with_options(task_runner=task_runner(settings))(symbols, timeframes, lookback)
     publish_table(artifact_key("train", "summary"), rows,
                   f"Train: {len(rows)} series, {sum(1 for r in rows if r['status'] == 'trained')} fitted, "
                   f"{sum(1 for r in rows if r['cached'])} reused from cache.")

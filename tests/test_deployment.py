@@ -116,7 +116,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     server = Server(f"http://127.0.0.1:{port}/api", env, home, [])
     proc = server.spawn([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], "server.log")
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300  # a fresh database's migrations take minutes on a busy 2-core VM
         while time.monotonic() < deadline:
             assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
             try:
@@ -125,7 +125,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
             except httpx.HTTPError:
                 time.sleep(0.5)
         else:
-            pytest.fail("prefect server did not become healthy in 90 s")
+            pytest.fail("prefect server did not become healthy in 300 s")
         yield server
     finally:
         for p in reversed(server.procs):

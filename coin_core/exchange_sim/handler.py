@@ -65,6 +65,8 @@ class Handler(BaseHTTPRequestHandler):
         # Logged on arrival (status None while pending) and completed before the answer leaves,
         # so a client that got an answer, or gave up waiting, always finds its request logged.
         self._log_index = self.sim._record(url.path, params, fault.kind if fault else None)
+        if self.sim.latency_s > 0:  # the injected round trip: this thread waits, others go on
+            self.sim._stopping.wait(self.sim.latency_s)
         self._respond(url.path, params, fault)
 
     def _log(self, status: int) -> None:
@@ -84,6 +86,8 @@ class Handler(BaseHTTPRequestHandler):
         if route is None:
             return self._send(404, b"<html><body><h1>404 Not Found</h1></body></html>", "text/html", path)
         try:
+            if path == "/api/v3/klines" and self._fast_klines(fault):
+                return self._send(200, self._klines_body(params), "application/json;charset=UTF-8", path)
             payload = route()
         except BadParam as exc:
             return self._json(400, exc.body, path)
@@ -91,7 +95,13 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(500, {"code": -1000, "msg": f"An unknown error occurred: {exc}"}, path)
         return self._json(200, payload, path)
 
-    def _klines(self, params: dict[str, str], fault: Fault | None) -> list[list[object]]:
+    def _fast_klines(self, fault: Fault | None) -> bool:
+        """Serve cached rows unless a fault rewrites them, or a test replaced ``klines_by_id``
+        on the instance (it then gets exactly what its replacement answers)."""
+        return (fault is None or fault.kind != "malformed") and "klines_by_id" not in vars(self.sim)
+
+    def _klines_query(self, params: dict[str, str]) -> tuple[str, str, int | None, int | None, int]:
+        """symbol id, interval, startTime, endTime, limit of a klines request, validated."""
         symbol = params.get("symbol", "")
         if not symbol:
             raise BadParam(error_body(ERR_MANDATORY, "symbol"))
@@ -106,7 +116,16 @@ class Handler(BaseHTTPRequestHandler):
             raise BadParam(error_body(ERR_START_AFTER_END))
         # Binance documents a maximum of 1000; larger values are clamped here (ccxt never sends more).
         limit = DEFAULT_LIMIT if limit is None or limit == 0 else min(limit, MAX_LIMIT)
-        klines = self.sim.klines_by_id(symbol, interval, start, end, limit)  # type: ignore[arg-type]
+        return symbol, interval, start, end, limit
+
+    def _klines_body(self, params: dict[str, str]) -> bytes:
+        body = self.sim.klines_body(*self._klines_query(params))  # type: ignore[arg-type]
+        if body is None:
+            raise BadParam(error_body(ERR_INVALID_SYMBOL))
+        return body
+
+    def _klines(self, params: dict[str, str], fault: Fault | None) -> list[list[object]]:
+        klines = self.sim.klines_by_id(*self._klines_query(params))  # type: ignore[arg-type]
         if klines is None:
             raise BadParam(error_body(ERR_INVALID_SYMBOL))
         rows = [k.wire() for k in klines]

@@ -18,7 +18,7 @@ from typing import Iterator
 from .. import timeframes as tfs
 from .series import Kline, Series
 
-__all__ = ["MissingRanges", "select", "newest_open", "forward_opens", "backward_opens"]
+__all__ = ["MissingRanges", "select", "select_opens", "newest_open", "forward_opens", "backward_opens"]
 
 
 class MissingRanges:
@@ -93,6 +93,13 @@ def select(
 
     A candle still open at ``now_ms`` is returned as seen at ``now_ms`` (partial).
     """
+    out = [series.candle(ts, now_ms) for ts in select_opens(series, start_ms, end_ms, limit, last_open, holes)]
+    return [k for k in out if k is not None]
+
+
+def select_opens(series: Series, start_ms: int | None, end_ms: int | None, limit: int, last_open: int,
+                 holes: list[tuple[int, int]]) -> list[int]:
+    """The open times :func:`select` returns, oldest first (candles not built)."""
     upper = last_open if end_ms is None else min(end_ms, last_open)
     opens: list[int] = []
     if start_ms is not None:
@@ -106,5 +113,4 @@ def select(
                 break
             opens.append(ts)
         opens.reverse()
-    out = [series.candle(ts, now_ms) for ts in opens]
-    return [k for k in out if k is not None]
+    return opens

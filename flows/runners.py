@@ -1,0 +1,57 @@
+"""Where CPU-bound per-series tasks (fits, forecasts, evaluations) run: in-process or on Dask.
+
+* default: in the flow's process, one series after another (a small VM stays responsive and
+  holds one model in memory at a time);
+* ``DASK_WORKERS=N`` (no address): a local Dask cluster of N process workers that the run
+  starts and stops itself: N series fitted at once on one machine's N cores;
+* ``DASK_ADDRESS=tcp://host:8786``: an existing Dask scheduler (``dask scheduler`` plus any
+  number of ``dask worker`` processes on any machines). The workers must import this project
+  (same checkout and venv on their PYTHONPATH) and reach the same store and ``DATA_DIR``
+  (InfluxDB plus a shared filesystem for the model registry across machines).
+
+Dask comes from the optional extra ``coin-predict[dask]`` (``prefect-dask`` 0.2.x, the
+Prefect 2 line, and ``distributed``). Tasks that run there take :class:`Settings` and open
+their own store: a store holds connections, which do not travel between processes.
+
+A scheduler that disappears mid-run fails the run with the Dask error; every model artifact
+and pointer is written atomically (``coin_core.fsutil``), so nothing is half-written and the
+next run refits what is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.task_runners import BaseTaskRunner, SequentialTaskRunner
+
+from coin_core.config import Settings
+from coin_core.errors import ConfigError
+
+__all__ = ["task_runner", "describe_runner"]
+
+
+def _dask_runner(**kwargs: Any) -> BaseTaskRunner:
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise ConfigError("DASK_ADDRESS/DASK_WORKERS need the optional extra: pip install 'coin-predict[dask]'") from exc
+    return DaskTaskRunner(**kwargs)
+
+
+def task_runner(settings: Settings) -> BaseTaskRunner:
+    """The task runner the settings ask for (see the module docstring)."""
+    if settings.dask_address:
+        return _dask_runner(address=settings.dask_address)
+    if settings.dask_workers > 0:
+        return _dask_runner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
+                                            "processes": True, "dashboard_address": None})
+    return SequentialTaskRunner()
+
+
+def describe_runner(settings: Settings) -> str:
+    """One line for the run log (no credentials: a scheduler address carries none)."""
+    if settings.dask_address:
+        return f"Dask scheduler {settings.dask_address}"
+    if settings.dask_workers > 0:
+        return f"local Dask cluster of {settings.dask_workers} process worker(s)"
+    return "in-process, one series at a time"

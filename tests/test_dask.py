@@ -1,0 +1,154 @@
+"""Scale-out on Dask, for real: a ``dask scheduler`` and two ``dask worker`` processes started by
+the test, a real ``prefect server`` (Dask workers report their task runs to it), the train flow
+in its own process, real Prophet fits on the simulated exchange's candles.
+
+1. the fits run on the cluster's workers and every series gets its champion;
+2. the scheduler is SIGKILLed while fits are running: the run ends Failed with a clear reason,
+   and every model the registry holds is whole (artifacts and pointers are written atomically);
+   the next run, in-process, completes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from coin_core.config import load_settings
+from coin_core.exchange_sim import SimClock, SimExchange
+from coin_core.forecast import registry
+from coin_core.ingest import run_ingest
+from tests.fixtures.common import REPO, free_port, require
+from tests.test_deployment import Server, _stop, prefect_server  # noqa: F401 - the module's server fixture
+
+pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+NOW = datetime(2025, 3, 10, 12, 30, tzinfo=timezone.utc).timestamp()
+SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT"]
+RUN_TRAIN = "from flows.train import train_flow; s = train_flow(return_state=True); print('STATE', s.type.value, s.message)"
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Four series of 14 days of 1h candles in a SQLite store, and the env a flow process needs."""
+    root = tmp_path_factory.mktemp("dask-market")
+    clock = SimClock(NOW)
+    with SimExchange(SYMBOLS, clock=clock) as sim:
+        env = {"DATA_DIR": str(root / "data"), "PUBLIC_DIR": str(root / "public"), "STORE": "sqlite",
+               "EXCHANGE_API_URL": sim.base_url, "TARGET_SYMBOLS": ",".join(SYMBOLS),
+               "TIMEFRAME_POLICY": json.dumps({"1h": {"lookback_days": 14}})}
+        report = run_ingest(load_settings(**{k.lower(): v for k, v in env.items() if k != "TIMEFRAME_POLICY"},
+                                          timeframe_policy={"1h": {"lookback_days": 14}}), now_ms=int(NOW * 1000))
+        assert report.ok
+        yield {"env": env, "root": root}
+
+
+class Cluster:
+    """``dask scheduler`` + two ``dask worker`` processes on loopback."""
+
+    def __init__(self, server: Server, name: str) -> None:
+        self.port, self.server, self.name = free_port(), server, name
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        env = {**server.env, "PYTHONPATH": str(REPO)}
+        self.scheduler = server.spawn([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                                       "--no-dashboard"], f"{name}-scheduler.log", env)
+        self.workers = [server.spawn([str(BIN / "dask"), "worker", self.address, "--nthreads", "1", "--no-dashboard",
+                                      "--death-timeout", "30", "--name", f"{name}-w{i}"], f"{name}-w{i}.log", env)
+                        for i in range(2)]
+        self.client = self._connect()
+
+    def _connect(self) -> Any:
+        from distributed import Client
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client = Client(self.address, timeout=10)
+                client.wait_for_workers(2, timeout=120)
+                return client
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def stop(self) -> None:
+        self.client.close()
+        for proc in [self.scheduler, *self.workers]:
+            _stop(proc)
+
+
+def _flow(server: Server, market: dict[str, Any], extra: dict[str, str]) -> subprocess.Popen:
+    env = {**server.env, **market["env"], "PYTHONPATH": str(REPO), **extra}
+    return subprocess.Popen([sys.executable, "-c", RUN_TRAIN], cwd=market["root"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _all_models_whole(data_dir: Path) -> int:
+    """Every stored artifact parses and every champion pointer names a loadable artifact."""
+    settings = load_settings(data_dir=data_dir)
+    whole = 0
+    for symbol in SYMBOLS:
+        for version in registry.list_versions(settings, symbol, "1h"):
+            registry.load_version(settings, symbol, "1h", version)  # parses and rebuilds the model
+            whole += 1
+        if registry.read_pointer(settings, symbol, "1h") is not None:
+            assert registry.load_champion(settings, symbol, "1h") is not None, symbol
+    return whole
+
+
+def test_fits_run_on_the_dask_workers(prefect_server: Server, market: dict[str, Any]) -> None:  # noqa: F811
+    require((BIN / "dask").is_file(), "the dask CLI (extra coin-predict[dask])")
+    cluster = Cluster(prefect_server, "ok")
+    try:
+        cluster.client.get_task_stream()  # starts recording on the scheduler
+        began = time.time()
+        proc = _flow(prefect_server, market, {"DASK_ADDRESS": cluster.address})
+        out, _ = proc.communicate(timeout=900)
+        assert "STATE COMPLETED" in out, out[-4000:]
+        stream = [t for t in cluster.client.get_task_stream(start=began) if str(t["key"]).startswith("train ")]
+    finally:
+        cluster.stop()
+    fitted = {str(t["key"]).split("-")[0] for t in stream}
+    assert fitted == {f"train {s} 1h" for s in SYMBOLS}, fitted
+    assert len({t["worker"] for t in stream}) == 2, "both workers fitted"
+    assert _all_models_whole(market["root"] / "data") >= len(SYMBOLS)
+
+
+def test_scheduler_lost_mid_run_fails_clearly_and_half_writes_nothing(
+    prefect_server: Server, market: dict[str, Any]  # noqa: F811
+) -> None:
+    require((BIN / "dask").is_file(), "the dask CLI (extra coin-predict[dask])")
+    data = market["root"] / "data"
+    for path in (data / "models").rglob("*"):  # force real fits: no champion to reuse
+        if path.is_file():
+            path.unlink()
+    cluster = Cluster(prefect_server, "lost")
+    try:
+        proc = _flow(prefect_server, market, {"DASK_ADDRESS": cluster.address})
+        deadline = time.monotonic() + 600
+        while not cluster.client.processing() or not any(cluster.client.processing().values()):
+            assert proc.poll() is None and time.monotonic() < deadline, "no fit ever started"
+            time.sleep(0.2)
+        os.killpg(cluster.scheduler.pid, signal.SIGKILL)  # mid-run: fits are on the workers
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        cluster.stop()
+    assert "STATE FAILED" in out, out[-4000:]
+    reason = out.split("STATE FAILED", 1)[1]
+    assert "series failed" in reason and "train BTC/USDT" not in reason, reason[:2000]
+    _all_models_whole(data)
+    # The next run (in-process, no Dask) completes what the lost one did not.
+    again = _flow(prefect_server, market, {})
+    out, _ = again.communicate(timeout=900)
+    assert "STATE COMPLETED" in out, out[-4000:]
+    assert _all_models_whole(data) >= len(SYMBOLS)

@@ -1,0 +1,165 @@
+"""Concurrency of the data plane: one throttle for many clients, series side by side, and the
+shared pieces (SQLite connections, ingest records) staying correct when threads share them.
+
+Real components: the simulated exchange over loopback HTTP, the real ccxt client, real SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from coin_core.clients import ClientPool
+from coin_core.config import Settings
+from coin_core.cycle import needs_forecast, run_series
+from coin_core.exchange_sim import SimClock, SimExchange
+from coin_core.health import IngestState, read_ingest_state, update_ingest_state
+from coin_core.pipeline import run_cycle
+from coin_core.storage.sqlite import SQLiteStore
+from coin_core.throttle import SharedThrottle
+
+NOW = datetime(2024, 3, 10, 12, 30, tzinfo=timezone.utc).timestamp()
+KLINES = "/api/v3/klines"
+
+
+@pytest.fixture
+def frozen(sim_clock: SimClock) -> SimClock:
+    sim_clock.set(NOW)
+    return sim_clock
+
+
+@pytest.fixture
+def cfg(sim_settings: Settings) -> Settings:
+    return sim_settings.model_copy(update={"timeframe_policy": {"1h": {"lookback_days": 10}}})
+
+
+def test_shared_throttle_books_consecutive_slots_across_threads() -> None:
+    throttle = SharedThrottle(50, clock=lambda: 100.0, sleep=lambda s: None)
+    with ThreadPoolExecutor(8) as pool:
+        waits = sorted(pool.map(lambda _: throttle.reserve(0.4), range(40)))
+    # 40 requests of cost 0.4 at 50 ms: one every 20 ms, whichever thread asks.
+    assert waits == pytest.approx([i * 0.02 for i in range(40)])
+    assert throttle.requests == 40 and throttle.mean_interval_ms() == pytest.approx(20.0)
+
+
+def test_clients_of_many_threads_share_one_request_budget(cfg: Settings, sim_exchange: SimExchange, frozen: SimClock) -> None:
+    """8 threads, 24 requests: they overlap the 0.2 s round trip yet keep ccxt's spacing."""
+    sim_exchange.latency_s = 0.2
+    arrivals: list[float] = []
+    lock = threading.Lock()
+    with ClientPool(cfg, rate_limit_ms=25) as pool:
+        original = pool.throttle.wait
+
+        def timed(cost: float | None = None) -> None:
+            original(cost)
+            with lock:
+                arrivals.append(pool.throttle._clock())
+
+        for client in pool._clients:
+            client.share_throttle(timed)
+        pool.throttle.wait = timed  # type: ignore[method-assign] - the clients made from now on
+        with ThreadPoolExecutor(8) as executor:
+            list(executor.map(lambda _: pool.client().fetch_ohlcv("BTC/USDT", "1h", since=None, limit=5), range(24)))
+        threads = {id(c) for c in pool._clients}
+    arrivals.sort()
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    spacing = 0.025 * 0.4  # rateLimit x ccxt's cost of a spot klines request
+    assert len(arrivals) == 24 and min(gaps) >= spacing - 0.002, gaps
+    in_one_round_trip = max(sum(1 for t in arrivals if a <= t < a + 0.2) for a in arrivals)
+    assert in_one_round_trip >= 4, "requests did not overlap their round trips"
+    assert len(threads) >= 2, "each thread fetches with its own ccxt client"
+    assert sim_exchange.count("/api/v3/exchangeInfo") == 1, "one market load for the whole pool"
+
+
+def test_run_series_ingests_all_series_side_by_side_and_exactly(cfg: Settings, frozen: SimClock) -> None:
+    symbols = [f"S{i:02d}/USDT" for i in range(12)]
+    with SimExchange(symbols, clock=frozen, latency_s=0.05) as sim:
+        settings = cfg.model_copy(update={"exchange_api_url": sim.base_url, "target_symbols": symbols,
+                                          "exchange_concurrency": 6})
+        with SQLiteStore(settings.data_dir / "c.sqlite3") as store:
+            run = run_series(store, settings, forecast=False)
+            assert run.ingest.ok and run.now_ms == int(NOW * 1000)
+            for symbol in symbols:
+                rows = store.read_candles(symbol, "1h").values.tolist()
+                assert rows == sim.expected_closed(symbol, "1h", int(rows[0][0]), 2**62)
+        assert sim.count("/api/v3/time") == 1, "the run's clock is read once, not once per series"
+
+
+def test_cli_cycle_skips_an_unlisted_symbol_and_gates_forecasts(cfg: Settings, sim_exchange: SimExchange,
+                                                                 frozen: SimClock) -> None:
+    settings = cfg.model_copy(update={"target_symbols": ["BTC/USDT", "DOGE/USDT", "ETH/USDT"]})
+    first = run_cycle(settings)
+    by = {s.symbol: s for s in first.ingest.series}
+    assert "not listed" in (by["DOGE/USDT"].error or "")
+    assert by["BTC/USDT"].error is None and by["ETH/USDT"].new_candles == 10 * 24
+    assert set(first.forecasts) == {"BTC/USDT 1h", "ETH/USDT 1h"}
+    assert "not listed" in (read_ingest_state(settings.data_dir, "DOGE/USDT", "1h").last_error or "")
+    with SQLiteStore(settings.data_dir / "candles.sqlite3") as store:
+        assert not needs_forecast(store, "BTC/USDT", "1h")
+        issued = store.latest_forecast("BTC/USDT", "1h").issued_at
+    again = run_cycle(settings)
+    assert again.forecasts == {}, "the input did not move: no new forecast"
+    frozen.advance(3600)
+    third = run_cycle(settings)
+    assert set(third.forecasts) == {"BTC/USDT 1h", "ETH/USDT 1h"}
+    with SQLiteStore(settings.data_dir / "candles.sqlite3") as store:
+        assert store.latest_forecast("BTC/USDT", "1h").issued_at > issued
+
+
+def test_sqlite_close_closes_the_connection_of_every_thread(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "c.sqlite3")
+    barrier = threading.Barrier(3)
+
+    def use(_: int) -> None:
+        store.count("BTC/USDT", "1h")
+        barrier.wait()  # three live threads, three connections
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(use, range(3)))
+    opened = list(store._open)
+    assert len(opened) >= 3
+    store.close()
+    for conn in opened:
+        with pytest.raises(Exception, match="closed"):
+            conn.execute("SELECT 1")
+    assert store.count("BTC/USDT", "1h") == 0, "a closed store reopens on next use"
+    store.close()
+
+
+def _bump(data_dir: str, times: int) -> None:
+    for _ in range(times):
+        update_ingest_state(Path(data_dir), "BTC/USDT", "1h",
+                            lambda s: s.model_copy(update={"last_new_candles": s.last_new_candles + 1}))
+
+
+def test_ingest_record_updates_are_not_lost_across_threads_and_processes(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_bump, args=(str(tmp_path), 40)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: _bump(str(tmp_path), 40), range(4)))
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    state = read_ingest_state(tmp_path, "BTC/USDT", "1h")
+    assert state is not None and state.last_new_candles == 6 * 40, "a read-modify-write was lost"
+    assert IngestState.model_validate(json.loads((tmp_path / "state" / "ingest_BTC-USDT_1h.json").read_text()))
+
+
+def test_simulated_exchange_serves_cached_rows_identical_to_built_ones(sim_exchange: SimExchange, frozen: SimClock) -> None:
+    import httpx
+
+    end = int(NOW * 1000)
+    cached = sim_exchange.prebuild("BTC/USDT", "1h", end - 48 * 3_600_000, end)
+    assert cached == 47 and len(sim_exchange.wire) == 47  # 13:00 two days ago .. 11:00 (12:00 is open)
+    params = {"symbol": "BTCUSDT", "interval": "1h", "startTime": end - 50 * 3_600_000, "limit": 1000}
+    fast = httpx.get(sim_exchange.base_url + KLINES, params=params).json()
+    built = [k.wire() for k in sim_exchange.klines("BTC/USDT", "1h", params["startTime"], None, 1000)]
+    assert fast == built and fast[-1][0] == end - end % 3_600_000, "in-progress candle included, built fresh"
