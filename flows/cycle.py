@@ -14,11 +14,13 @@ import time
 from prefect import flow, get_run_logger, runtime
 from prefect.concurrency.sync import concurrency
 
+from coin_core.config import Settings
 from coin_core.cycle import SeriesCycle
+from coin_core.metrics import RunTimer
 from coin_core.storage import open_store
 
 from flows.artifacts import artifact_key, forecast_columns, ingest_rows, publish_table
-from flows.common import fail_if_any, flow_settings, state_error
+from flows.common import fail_if_any, flow_settings, recorded_run, state_error
 from flows.ingest import CYCLE_WAIT_S, failures, prepare_cycle_limit, run_units
 from flows.setup import CYCLE_LIMIT
 from flows.tasks import publish_task
@@ -44,13 +46,20 @@ def cycle_flow(timeframe: str = "1h", symbols: list[str] | None = None) -> dict[
     """
     settings = flow_settings(symbols, [timeframe])
     site_settings = flow_settings()
+    with recorded_run(site_settings, f"cycle {timeframe}") as timer:
+        return _cycle(settings, site_settings, timeframe, timer)
+
+
+def _cycle(settings: Settings, site_settings: Settings, timeframe: str, timer: RunTimer) -> dict[str, object]:
     logger = get_run_logger()
     run_id = runtime.flow_run.id
     prepare_cycle_limit(str(run_id) if run_id else None)
     with concurrency(CYCLE_LIMIT, occupy=1, timeout_seconds=CYCLE_WAIT_S), open_store(settings) as store:
-        units, now_ms = run_units(store, settings, "cycle")
-        # The exchange unreachable (now_ms None): publish anyway, so the badges say what is stale.
-        published = publish_task(store, site_settings, now_ms or int(time.time() * 1000), return_state=True)
+        with timer.step("ingest+forecast"):  # one unit per series: ingest -> gate -> forecast
+            units, now_ms = run_units(store, settings, "cycle")
+        with timer.step("publish"):
+            # The exchange unreachable (now_ms None): publish anyway, so the badges say what is stale.
+            published = publish_task(store, site_settings, now_ms or int(time.time() * 1000), return_state=True)
     publish_error = state_error(published)
     reports = [u.ingest for u in units]
     rows = [{**row, **forecast_columns(u.forecast)} for u, row in zip(units, ingest_rows(reports))]

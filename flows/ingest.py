@@ -27,7 +27,7 @@ from coin_core.ingest import SeriesReport
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, ingest_rows, publish_table
-from flows.common import fail_if_any, flow_settings, state_error
+from flows.common import fail_if_any, flow_settings, recorded_run, state_error
 from flows.setup import CYCLE_LIMIT, ensure_concurrency_limits, release_stale_slots
 from flows.tasks import cached, exchange_markets, exchange_time_task, markets_cache_key, series_task
 
@@ -90,11 +90,12 @@ def ingest_flow(symbols: list[str] | None = None, timeframes: list[str] | None =
     settings = flow_settings(symbols, timeframes)
     run_id = runtime.flow_run.id
     prepare_cycle_limit(str(run_id) if run_id else None)
-    with concurrency(CYCLE_LIMIT, occupy=1, timeout_seconds=CYCLE_WAIT_S), open_store(settings) as store:
-        reports = [unit.ingest for unit in run_units(store, settings, "ingest")[0]]
-    new = sum(r.new_candles for r in reports)
-    publish_table(artifact_key("ingest", "summary"), ingest_rows(reports),
-                  f"Ingest: {len(reports)} series, {new} new candle(s), {len(failures(reports))} failed.")
-    get_run_logger().info("ingested %d new candle(s) over %d series", new, len(reports))
-    fail_if_any("series", failures(reports))
+    with recorded_run(settings, "ingest"):
+        with concurrency(CYCLE_LIMIT, occupy=1, timeout_seconds=CYCLE_WAIT_S), open_store(settings) as store:
+            reports = [unit.ingest for unit in run_units(store, settings, "ingest")[0]]
+        new = sum(r.new_candles for r in reports)
+        publish_table(artifact_key("ingest", "summary"), ingest_rows(reports),
+                      f"Ingest: {len(reports)} series, {new} new candle(s), {len(failures(reports))} failed.")
+        get_run_logger().info("ingested %d new candle(s) over %d series", new, len(reports))
+        fail_if_any("series", failures(reports))
     return reports
