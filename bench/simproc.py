@@ -9,6 +9,7 @@ one JSON command a line and reads one JSON answer a line::
         sim.call("fault", kind="server_error", count=None, path="/api/v3/klines", status=503)
         sim.call("clear_faults")
         sim.call("prebuild", tf="1h", start_ms=..., end_ms=...)
+        sim.call("missing", symbol="BTC/USDT", tf="1h", start_ms=..., end_ms=...)  # an outage
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def _serve(symbols: list[str], start_s: float, latency_s: float) -> None:
             elif op == "fault":
                 sim.faults.add(cmd.pop("kind"), **cmd)
                 answer = len(sim.faults.pending)
+            elif op == "missing":
+                sim.missing_range(cmd["symbol"], cmd["tf"], cmd["start_ms"], cmd["end_ms"])
+                answer = 0
             elif op == "clear_faults":
                 sim.faults.clear()
                 answer = 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 __all__ = ["SharedThrottle", "throttle_for"]
@@ -36,6 +37,7 @@ class SharedThrottle:
         self._next_s = 0.0  # the earliest start of the next request
         self.requests = 0
         self.cost = 0.0  # sum of the costs reserved (for the ceiling a benchmark reports)
+        self.booked: deque[float] = deque(maxlen=1024)  # the latest slot starts (clock seconds)
 
     def reserve(self, cost: float | None = None) -> float:
         """Book the next slot; returns how many seconds the caller must wait for it."""
@@ -46,6 +48,7 @@ class SharedThrottle:
             self._next_s = start + self.interval_ms * cost / 1000.0
             self.requests += 1
             self.cost += cost
+            self.booked.append(start)
         return start - now
 
     def wait(self, cost: float | None = None) -> None:

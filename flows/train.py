@@ -80,10 +80,11 @@ def train_flow(symbols: list[str] | None = None, timeframes: list[str] | None = 
     """Fit every predicted series (``lookback`` candles; default: the timeframe's training window)."""
     settings = flow_settings(symbols, timeframes)
     with recorded_run(settings, "train"):
-        return _train(settings, lookback)
+        return _train(settings, symbols, timeframes, lookback)
 
 
-def _train(settings: Settings, lookback: int | None) -> list[dict[str, object]]:
+def _train(settings: Settings, symbols: list[str] | None, timeframes: list[str] | None,
+           lookback: int | None) -> list[dict[str, object]]:
     run_id = runtime.flow_run.id
     prepare_train_limit(str(run_id) if run_id else None)
     get_run_logger().info("fits run %s", describe_runner(settings))
