@@ -14,11 +14,10 @@ from .ingest import IngestReport, Progress
 from .storage import open_store
 
 if TYPE_CHECKING:
-    from .forecast.predict import PredictOutcome
     from .forecast.training import TrainResult
     from .publish import PublishReport
 
-__all__ = ["CycleReport", "train_one", "forecast_one_series", "run_train", "run_forecast", "run_publish", "run_cycle"]
+__all__ = ["CycleReport", "train_one", "run_train", "run_forecast", "run_publish", "run_cycle"]
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +37,6 @@ def train_one(settings: Settings, symbol: str, tf: str, lookback: int | None) ->
 
     with open_store(settings) as store:
         return train_series(store, settings, symbol, tf, lookback=lookback)
-
-
-def forecast_one_series(settings: Settings, symbol: str, tf: str, now_ms: int) -> "PredictOutcome | None":
-    """The gated forecast of one series with its own store connection (for a Dask worker)."""
-    from .cycle import forecast_one
-
-    with open_store(settings) as store:
-        return forecast_one(store, settings, symbol, tf, now_ms)
 
 
 def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,

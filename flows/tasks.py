@@ -28,7 +28,7 @@ from coin_core.exchange import ExchangeClient
 from coin_core.forecast.predict import PredictOutcome, forecast_series
 from coin_core.forecast.specs import shared_spec
 from coin_core.forecast.training import TrainResult, data_range, fit_cache_key
-from coin_core.pipeline import forecast_one_series, train_one
+from coin_core.pipeline import train_one
 from coin_core.clients import ClientPool
 from coin_core.cycle import SeriesCycle, cycle_series
 from coin_core.publish import PublishReport, publish_site
@@ -37,7 +37,7 @@ from coin_core.storage import CandleStore
 __all__ = [
     "RETRYABLE", "MARKETS_TTL", "retry_transient", "by_cache_key", "result_exists", "cached",
     "markets_cache_key", "exchange_markets", "exchange_time_task", "series_task", "forecast_task", "publish_task",
-    "fit_key_task", "train_task", "remote_forecast_task",
+    "fit_key_task", "train_task",
 ]
 
 RETRYABLE: tuple[type[BaseException], ...] = (TransientExchangeError, StorageUnavailableError)
@@ -130,8 +130,3 @@ def fit_key_task(store: CandleStore, symbol: str, tf: str, lookback: int | None)
 @task(name="train-series", task_run_name="train {symbol} {tf}", **_KEYED)
 def train_task(settings: Settings, symbol: str, tf: str, lookback: int | None, cache_key: str | None) -> TrainResult:
     return train_one(settings, symbol, tf, lookback)
-
-
-@task(name="forecast-fanned-out", task_run_name="forecast {symbol} {tf}")
-def remote_forecast_task(settings: Settings, symbol: str, tf: str, now_ms: int) -> PredictOutcome | None:
-    return forecast_one_series(settings, symbol, tf, now_ms)

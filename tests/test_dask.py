@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -110,17 +111,17 @@ def test_fits_run_on_the_dask_workers(prefect_server: Server, market: dict[str, 
     require((BIN / "dask").is_file(), "the dask CLI (extra coin-predict[dask])")
     cluster = Cluster(prefect_server, "ok")
     try:
-        cluster.client.get_task_stream()  # starts recording on the scheduler
-        began = time.time()
         proc = _flow(prefect_server, market, {"DASK_ADDRESS": cluster.address})
         out, _ = proc.communicate(timeout=900)
         assert "STATE COMPLETED" in out, out[-4000:]
-        stream = [t for t in cluster.client.get_task_stream(start=began) if str(t["key"]).startswith("train ")]
     finally:
         cluster.stop()
-    fitted = {str(t["key"]).split("-")[0] for t in stream}
-    assert fitted == {f"train {s} 1h" for s in SYMBOLS}, fitted
-    assert len({t["worker"] for t in stream}) == 2, "both workers fitted"
+    assert f"fits run Dask scheduler {cluster.address}" in out
+    # Each Dask worker process logs the task runs it executed (Prefect's engine runs there).
+    ran = [set(re.findall(r"Task run '(train \S+ 1h)' - Finished in state Completed",
+                          (prefect_server.home / f"ok-w{i}.log").read_text(errors="replace"))) for i in range(2)]
+    assert ran[0] | ran[1] == {f"train {s} 1h" for s in SYMBOLS}, ran
+    assert ran[0] and ran[1], f"both workers fitted: {ran}"
     assert _all_models_whole(market["root"] / "data") >= len(SYMBOLS)
 
 

@@ -1,0 +1,94 @@
+"""Train fits through the Dask task runner: 1 process worker vs 2, side by side in one run, as JSON.
+
+    PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python bench/bench_dask.py --series 8
+
+Needs a running Prefect server (Dask worker processes report their task runs to it; the
+in-process test API cannot be shared between processes) and the extra ``coin-predict[dask]``.
+Setup (not measured): the simulated exchange in this process, 30 days of 1h candles per series
+in a SQLite store. Then, alternately (1, 2, 1, 2 workers, so machine load drifts evenly):
+wipe the model registry and run the ``train`` flow in a fresh process with ``DASK_WORKERS=N``
+(a local cluster of N single-threaded process workers). Reported: the wall time of the
+``fit-series`` subflow (the fan-out) and of the whole run (with the cluster's start-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+T0_S = 1_735_689_600 + 1800
+RUN = """
+import time
+from flows.train import train_flow
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    state = train_flow(return_state=True)
+    print("WALL", time.perf_counter() - t0, state.type.value)
+"""
+
+
+def _run(env: dict[str, str], workdir: Path) -> dict:
+    script = workdir / "run_train.py"
+    script.write_text(RUN)
+    out = subprocess.run([sys.executable, str(script)], env=env, cwd=workdir, capture_output=True, text=True, timeout=3600)
+    text = out.stdout + out.stderr
+    wall = re.search(r"WALL ([0-9.]+) (\w+)", text)
+    if not wall or wall[2] != "COMPLETED":
+        raise RuntimeError(text[-3000:])
+    sub = re.search(r"Subflow run '[^']+' - Finished in state Completed\(\)", text)
+    times = re.findall(r"^(\d\d):(\d\d):(\d\d\.\d+) \| INFO\s+\| Flow run '[^']+' - Created subflow run", text, re.M)
+    ends = re.findall(r"^(\d\d):(\d\d):(\d\d\.\d+) \| INFO\s+\| Subflow run '[^']+' - Finished", text, re.M)
+    fan_out = None
+    if sub and times and ends:
+        secs = [int(h) * 3600 + int(m) * 60 + float(s) for h, m, s in (times[0], ends[-1])]
+        fan_out = round(secs[1] - secs[0], 2)
+    return {"run_s": round(float(wall[1]), 2), "fit_fan_out_s": fan_out}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--series", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    if not os.environ.get("PREFECT_API_URL"):
+        sys.exit("set PREFECT_API_URL to a running prefect server (see the docstring)")
+    from coin_core.config import load_settings
+    from coin_core.exchange_sim import SimClock, SimExchange
+    from coin_core.ingest import run_ingest
+
+    symbols = [f"D{i:02d}/USDT" for i in range(args.series)]
+    results: dict[int, list[dict]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory(prefix="coin-bench-dask-") as tmp, SimExchange(symbols, clock=SimClock(T0_S)) as sim:
+        workdir = Path(tmp)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_DIR": str(workdir / "data"), "STORE": "sqlite",
+               "EXCHANGE_API_URL": sim.base_url, "TARGET_SYMBOLS": ",".join(symbols),
+               "TIMEFRAME_POLICY": json.dumps({"1h": {"lookback_days": 30}}),
+               "PREFECT_LOCAL_STORAGE_PATH": str(workdir / "results")}
+        run_ingest(load_settings(data_dir=workdir / "data", exchange_api_url=sim.base_url, target_symbols=symbols,
+                                 timeframe_policy={"1h": {"lookback_days": 30}}), now_ms=T0_S * 1000)
+        for _ in range(args.rounds):
+            for workers in (1, 2):
+                shutil.rmtree(workdir / "data" / "models", ignore_errors=True)
+                shutil.rmtree(workdir / "results", ignore_errors=True)  # no cached fit: every series fits
+                results[workers].append(_run({**env, "DASK_WORKERS": str(workers)}, workdir))
+    best = {n: min(r["fit_fan_out_s"] or r["run_s"] for r in runs) for n, runs in results.items()}
+    print(json.dumps({"bench": "dask-train", "cpus": os.cpu_count(), "series": args.series,
+                      "runs": {f"{n}_worker": runs for n, runs in results.items()},
+                      "best_fit_fan_out_s": best, "speedup_2_over_1": round(best[1] / best[2], 2)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
