@@ -112,6 +112,8 @@ def soak(symbols: list[str], days: int, workdir: Path) -> dict:
                 stale_outside.append(f"hour {hour}: {', '.join(bad)}")
             if hour == 24:
                 rss["after_day_1_mib"] = _rss_mib()
+            if hour % 6 == 0:
+                print(f"hour {hour}: rss {_rss_mib()} MiB, {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
         rss["end_mib"] = _rss_mib()
     return {"sent": sent, "stale_outside": stale_outside, "rss": rss, "seconds": time.perf_counter() - began}
 
