@@ -7,7 +7,7 @@ Public API: :class:`SimExchange` (start/stop, ``faults``, ``missing_range``, ``e
 from __future__ import annotations
 
 from .clock import SimClock
-from .faults import Fault, FaultKind, Faults, MalformedVariant
+from .faults import BodyVariant, Fault, FaultKind, Faults, MalformedVariant
 from .series import DEFAULT_LISTING_MS, Kline
 from .server import RequestRecord, SimExchange, replay_files, serve_forever
 
@@ -19,6 +19,7 @@ __all__ = [
     "Fault",
     "FaultKind",
     "MalformedVariant",
+    "BodyVariant",
     "Kline",
     "DEFAULT_LISTING_MS",
     "replay_files",
