@@ -124,7 +124,7 @@ class _Pager:
         self._prev_close = self._close_before(start)
         while cursor <= end:
             rows = self.client.fetch_ohlcv(self.symbol, self.tf, since=cursor, limit=PAGE_LIMIT, until=until)
-            seen, ambiguous = self._store_page(rows, cursor, end)
+            seen, ambiguous = self._store_page(rows, cursor, end, head_known=leading)
             if not seen:
                 if bounded and not ambiguous:
                     raise TransientExchangeError(
@@ -138,11 +138,13 @@ class _Pager:
             if self.progress:
                 self.progress(self.symbol, self.tf, self.report.new_candles, min(cursor, end + 1), end)
 
-    def _store_page(self, rows: list[Any], cursor: int, end: int) -> tuple[list[int], bool]:
+    def _store_page(self, rows: list[Any], cursor: int, end: int, *, head_known: bool) -> tuple[list[int], bool]:
         """Validate a page and store its candles in ``[cursor, end]``.
 
         Returns the sorted open times at or after ``cursor`` where the exchange has a candle
         (valid, or invalid at a trustworthy open time), and whether some row's place is unknown.
+        ``head_known`` False (a first backfill): no stored candle precedes the page, so a row of
+        unknown place before its first candle could never be refilled; nothing is stored then.
         """
         listed = [r for r in rows if isinstance(r, (list, tuple)) and len(r) >= 6]
         checked = validate_candles(to_frame(listed), self.tf, self.now_ms)
@@ -151,13 +153,17 @@ class _Pager:
         self.reasons.update(r.reason for r in checked.rejected)
         self.reasons.update(["row is not a list of 6 values"] * (len(rows) - len(listed))
                             + ["open time before the requested start"] * early)
-        placed = {r.ts for r in checked.rejected if self._placed(r, cursor)}
+        placed = {int(r.ts) for r in checked.rejected if self._placed(r, cursor)}  # type: ignore[arg-type]
         self.invalid |= placed
+        seen = sorted({int(t) for t in valid["ts"] if t >= cursor} | placed)
+        ambiguous = len(listed) < len(rows) or early > 0 or not all(self._placed(r, cursor) for r in checked.rejected)
+        if ambiguous and not head_known and (not seen or seen[0] > cursor):
+            raise TransientExchangeError(
+                f"{self.symbol} {self.tf}: the first candle of the backfill from {_iso(cursor)} is uncertain "
+                f"(a row of unknown open time precedes {_iso(seen[0]) if seen else 'nothing'}); nothing stored")
         fresh = valid[(valid["ts"] >= cursor) & (valid["ts"] <= end)]
         self._flag_jumps(fresh)
         self.report.new_candles += self.store.write_candles(self.symbol, self.tf, fresh)
-        seen = sorted({int(t) for t in valid["ts"] if t >= cursor} | placed)
-        ambiguous = len(listed) < len(rows) or early > 0 or not all(self._placed(r, cursor) for r in checked.rejected)
         return seen, ambiguous
 
     def _placed(self, rejection: Rejection, cursor: int) -> bool:
