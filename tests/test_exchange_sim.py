@@ -389,3 +389,62 @@ def test_serve_forever_prints_its_url_and_serves(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def raw_get(base: str, path: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(base + path, timeout=5) as resp:
+        return resp.status, resp.headers["Content-Type"], resp.read()
+
+
+@pytest.mark.parametrize("variant, ctype, body", [
+    ("html", "text/html", lambda good: b"<html><body><h1>Welcome to nginx!</h1></body></html>"),
+    ("truncated_json", "application/json", lambda good: good[: len(good) // 2]),
+    ("empty", "application/json", lambda good: b""),
+    ("object", "application/json", lambda good: b"{}"),
+    ("empty_list", "application/json", lambda good: b"[]"),
+    ("number", "application/json", lambda good: b"42"),
+])
+def test_bad_body_faults_answer_http_200_with_a_broken_payload(frozen: SimExchange, variant: str, ctype: str,
+                                                               body: Any) -> None:
+    q = "/api/v3/klines?symbol=BTCUSDT&interval=1h&limit=5"
+    good = raw_get(frozen.base_url, q)[2]
+    frozen.faults.add("bad_body", variant=variant)  # type: ignore[arg-type]
+    status, content_type, got = raw_get(frozen.base_url, "/api/v3/time")
+    assert json.loads(got)["serverTime"] == NOW_MS  # klines only, by default
+    status, content_type, got = raw_get(frozen.base_url, q)
+    assert (status, content_type.split(";")[0], got) == (200, ctype, body(good))
+    assert raw_get(frozen.base_url, q)[2] == good  # only one answer
+    assert [r.fault for r in frozen.requests] == [None, None, "bad_body", None]
+
+
+@pytest.mark.parametrize("variant, check", [
+    ("dict_row", lambda row, good: row == dict(zip(("openTime", "open", "high", "low", "close", "volume"), good))),
+    ("null_row", lambda row, good: row is None),
+    ("negative_time", lambda row, good: row[0] == -good[0] and row[1:] == good[1:]),
+    ("future_time", lambda row, good: row[0] == good[0] + 100 * 365 * 86_400_000),
+    ("misaligned_time", lambda row, good: row[0] == good[0] + 1),
+    ("huge_value", lambda row, good: row[1:5] == ["1e300"] * 4 and row[5:] == good[5:]),
+    ("short_row", lambda row, good: row == good[:5]),
+])
+def test_rows_ccxt_would_drop_are_on_the_wire(frozen: SimExchange, variant: str, check: Any) -> None:
+    q = "/api/v3/klines?symbol=BTCUSDT&interval=1h&limit=4"
+    good = get(frozen.base_url, q)[2]
+    frozen.faults.add("malformed", variant=variant, row=2)  # type: ignore[arg-type]
+    rows = get(frozen.base_url, q)[2]
+    assert check(rows[2], good[2]) and rows[:2] + rows[3:] == good[:2] + good[3:]
+
+
+def test_clock_skew_moves_only_the_time_endpoint(frozen: SimExchange) -> None:
+    frozen.faults.add("clock_skew", count=None, seconds=-3600)
+    assert get(frozen.base_url, "/api/v3/time")[2] == {"serverTime": NOW_MS - 3_600_000}
+    assert get(frozen.base_url, "/api/v3/exchangeInfo")[2]["serverTime"] == NOW_MS
+    last = get(frozen.base_url, "/api/v3/klines?symbol=BTCUSDT&interval=1h&limit=1")[2][0][0]
+    assert last == tfs.floor(NOW_MS, "1h")
+    assert get(frozen.base_url, "/api/v3/time")[2] == {"serverTime": NOW_MS - 3_600_000}  # until cleared
+
+
+def test_answer_fault_variants_are_validated(sim_exchange: SimExchange) -> None:
+    with pytest.raises(ValueError, match="unknown bad_body variant 'xml'"):
+        sim_exchange.faults.add("bad_body", variant="xml")
+    with pytest.raises(ValueError, match="unknown malformed variant 'html'"):
+        sim_exchange.faults.add("malformed", variant="html")
