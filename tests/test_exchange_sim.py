@@ -448,3 +448,81 @@ def test_answer_fault_variants_are_validated(sim_exchange: SimExchange) -> None:
         sim_exchange.faults.add("bad_body", variant="xml")
     with pytest.raises(ValueError, match="unknown malformed variant 'html'"):
         sim_exchange.faults.add("malformed", variant="html")
+
+
+# -- `coin-predict exchange`: replay on a clock that starts in the file's past, request log ---------
+
+def _cli(*args: str, tmp_path: Path) -> "subprocess.Popen[str]":
+    import os
+    import subprocess
+    import sys
+
+    from tests.fixtures.common import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_DIR": str(tmp_path / "data"), "TARGET_SYMBOLS": "BTC/USDT"}
+    return subprocess.Popen([sys.executable, "-m", "coin_core.cli", "exchange", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _write_replay(folder: Path) -> list[int]:
+    start = 1_517_443_200_000  # 2018-02-01
+    rows = [start + i * H for i in range(24 * 14) if not 1_518_048_000_000 <= start + i * H <= 1_518_170_400_000]
+    folder.mkdir()
+    (folder / "binance_BTC-USDT_1h.csv").write_text("timestamp_ms,open,high,low,close,volume\n" + "".join(
+        f"{t},{100 + i % 7},{101 + i % 7},{99 + i % 7},{100.5 + i % 7},{10 + i}\n" for i, t in enumerate(rows)))
+    return rows
+
+
+def test_exchange_cli_replays_a_past_file_on_a_clock_started_then(tmp_path: Path, settings) -> None:
+    from coin_core.exchange import ExchangeClient
+    from coin_core.ingest import ingest_series
+    from coin_core.storage.sqlite import SQLiteStore
+    from tests.fixtures.common import free_port
+
+    rows = _write_replay(tmp_path / "market")
+    port, start = free_port(), 1_518_652_800_000  # 2018-02-15T00:00Z, the day after the file ends
+    proc = _cli("--port", str(port), "--replay-dir", str(tmp_path / "market"), "--start", "2018-02-15T00:00Z",
+                "--speed", "60", tmp_path=tmp_path)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert f"http://127.0.0.1:{port}" in line and "clock 2018-02-15T00:0" in line and "60x" in line
+        base = f"http://127.0.0.1:{port}"
+        server_time = get(base, "/api/v3/time")[2]["serverTime"]
+        assert start <= server_time < start + 3_600_000  # 60x: an hour of simulated time is a real minute
+        cfg = settings.model_copy(update={"exchange_api_url": base, "timeframe_policy": {"1h": {"lookback_days": 20}}})
+        with SQLiteStore(tmp_path / "r.sqlite3") as store, ExchangeClient(cfg, rate_limit_ms=1) as client:
+            report = ingest_series(store, client, cfg, "BTC/USDT", "1h")
+            assert (report.error, report.new_candles, report.known_gaps) == (None, len(rows), 1)
+            assert store.read_candles("BTC/USDT", "1h")["ts"].tolist() == rows
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    log = err.splitlines()
+    assert any(re.search(r" GET /api/v3/time -> 200 \d+\.\d ms$", x) for x in log), err
+    klines = [x for x in log if "GET /api/v3/klines " in x]
+    assert klines and all(re.search(r" -> 200 \d+\.\d ms$", x) for x in klines), err
+    assert ("interval=1h limit=1000 symbol=BTCUSDT startTime=2018-01-26T00:00Z endTime=2018-02-14T23:00Z -> 200"
+            in klines[0]), klines[0]
+    assert all(x.startswith("2018-02-15T0") for x in log if " GET " in x), err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--replay-dir", "/nonexistent"], "--replay-dir '/nonexistent' is not a folder"),
+    (["--replay-dir", "."], "holds no market file"),
+    (["--port", "99999"], "--port 99999 is out of range"),
+    (["--start", "yesterday"], "invalid instant 'yesterday'"),
+    (["--speed", "-2"], "clock speed must be > 0"),
+    (["--request-log", "/nonexistent/x.log"], "cannot open --request-log"),
+    (["--port", "IN_USE"], "cannot listen on 127.0.0.1:"),
+])
+def test_exchange_cli_bad_arguments_are_one_clean_line(tmp_path: Path, args: list[str], message: str) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        args = [str(busy.getsockname()[1]) if a == "IN_USE" else a for a in args]
+        proc = _cli(*args, tmp_path=tmp_path)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("coin-predict: error: ") and message in err, err
