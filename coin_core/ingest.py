@@ -136,7 +136,7 @@ class _Pager:
             leading = True
             cursor = tfs.add(seen[-1], self.tf, 1)
             if self.progress:
-                self.progress(self.symbol, self.tf, self.report.new_candles, min(cursor, end + 1), end)
+                self.progress(self.symbol, self.tf, self.report.new_candles, cursor, end)
 
     def _store_page(self, rows: list[Any], cursor: int, end: int, *, head_known: bool) -> tuple[list[int], bool]:
         """Validate a page and store its candles in ``[cursor, end]``.
