@@ -8,7 +8,14 @@ Holes are handled in two ways. While paginating forward, the exchange returns th
 has in order, so a jump between two returned open times is an *exchange gap* (an outage such
 as Binance 2018-02-08): it is recorded as known and never re-fetched. Any other hole (a
 rejected malformed row, a lost write) is found by comparing the stored count with the expected
-count and is refilled; what the exchange still does not return then becomes a known gap.
+count and is refilled with requests that reach the stored candle after it.
+
+A range becomes a known gap only when a well-formed answer demonstrably skips it: candles after
+it and none in it, every row's open time trustworthy (a row whose open time is unknown, off the
+grid, in the future or before the request might be the skipped candle: such a page records no
+gap). A refill answered with no candle at all contradicts the store and is an error (the hole
+stays for the next run); a candle served invalid at its open time on the refill is recorded as a
+one-candle gap rather than refetched every cycle.
 """
 
 from __future__ import annotations

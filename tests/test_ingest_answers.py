@@ -257,3 +257,20 @@ def test_exchange_clock_within_the_bound_is_used(store, cfg, sim_exchange, froze
     assert report.clock_note is None
     assert store.latest_ts("BTC/USDT", "1h") == ms(2024, 3, 10, 12)
     assert_store_equals_exchange(store, sim_exchange)
+
+
+def test_the_runbook_re_probe_of_a_known_gap(store, cfg, sim_exchange, sim_client, frozen) -> None:
+    """docs/runbooks.md: delete the gap records, the next ingest refetches and records it again."""
+    sim_exchange.missing_range("BTC/USDT", "1h", *GAP)
+    ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    import sqlite3
+
+    with sqlite3.connect(cfg.data_dir / "c.sqlite3") as operator:  # the runbook's SQL, from outside
+        operator.execute("DELETE FROM known_gaps WHERE symbol='BTC/USDT' AND timeframe='1h'")
+    assert find_missing_ranges(store, "BTC/USDT", "1h") == [GAP]
+    frozen.advance(3600)
+    before = sim_exchange.count(KLINES)
+    report = ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    assert (report.error, report.gaps_found, report.known_gaps) == (None, 1, 1)
+    assert sim_exchange.count(KLINES) - before == 2  # the new candle, then the one re-probe
+    assert store.known_gaps("BTC/USDT", "1h") == [GAP]
