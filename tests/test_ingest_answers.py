@@ -274,3 +274,17 @@ def test_the_runbook_re_probe_of_a_known_gap(store, cfg, sim_exchange, sim_clien
     assert (report.error, report.gaps_found, report.known_gaps) == (None, 1, 1)
     assert sim_exchange.count(KLINES) - before == 2  # the new candle, then the one re-probe
     assert store.known_gaps("BTC/USDT", "1h") == [GAP]
+
+
+def test_retention_of_the_1m_window_is_not_driven_by_a_clock_running_ahead(cfg, sim_exchange, frozen) -> None:
+    """Retention deletes by "now": an exchange clock a week ahead would empty the 1m window."""
+    cfg = cfg.model_copy(update={"timeframe_policy": {"1m": {"lookback_days": 1, "retention_days": 1}}})
+    with SQLiteStore(cfg.data_dir / "m.sqlite3") as store, \
+            ExchangeClient(cfg, backoff_base_s=0.01, rate_limit_ms=1, clock=frozen) as client:
+        ingest_series(store, client, cfg, "BTC/USDT", "1m")
+        sim_exchange.faults.add("clock_skew", count=None, seconds=7 * 86_400)
+        frozen.advance(3600)
+        report = ingest_series(store, client, cfg, "BTC/USDT", "1m")
+        assert (report.error, report.new_candles) == (None, 60) and "ahead" in (report.clock_note or "")
+        assert store.count("BTC/USDT", "1m") == 1440 and store.latest_ts("BTC/USDT", "1m") == ms(2024, 3, 10, 13, 29)
+        assert_store_equals_exchange(store, sim_exchange, "BTC/USDT", "1m")
