@@ -17,7 +17,8 @@ Error translation at this boundary (ccxt -> :mod:`coin_core.errors`):
 
 Each klines row is parsed by ccxt's own row parser but not filtered by it: ccxt drops rows whose
 open time is missing, zero or before ``since``, and those would silently leave a hole that looks
-like an exchange gap. Rows that are not lists are passed on as they are, for validation to count.
+like an exchange gap. Rows that are not lists of at least 6 values are passed on as they are,
+for validation to count.
 
 The exchange's clock decides which candles are closed, but only within
 ``EXCHANGE_MAX_CLOCK_SKEW_S`` of the local clock: an exchange clock further ahead would make the
@@ -206,7 +207,7 @@ class ExchangeClient:
         """One page of raw ccxt OHLCV rows ``[ts, o, h, l, c, v]``, oldest first.
 
         Rows are returned as parsed by ccxt, unvalidated and unfiltered (a malformed value is
-        ``None``, a row that is not a list is passed on as it came):
+        ``None``; a row that is not a list of at least 6 values is passed on as it came):
         :func:`coin_core.candles.validate_candles` decides what is stored. An answer that is not
         a list of rows raises :class:`TransientExchangeError` after the retries.
         """
@@ -230,10 +231,11 @@ class ExchangeClient:
             return [list(r) for r in rows]  # another wire shape: ccxt's parse is all there is
         if not isinstance(raw, list):
             raise _MalformedAnswer(f"HTTP 200 answer is {_describe(raw)}, not a list of klines")
-        if len(rows) == len(raw) and all(isinstance(r, list) for r in raw):
+        whole = [isinstance(r, list) and len(r) >= 6 for r in raw]
+        if len(rows) == len(raw) and all(whole):
             return [list(r) for r in rows]  # ccxt dropped nothing: its parse is the one (~30 ms a page)
         market = self._exchange.market(symbol)
-        return [self._exchange.parse_ohlcv(r, market) if isinstance(r, list) else r for r in raw]
+        return [self._exchange.parse_ohlcv(r, market) if ok else r for r, ok in zip(raw, whole)]
 
     def earliest_ts(self, symbol: str, tf: str) -> int | None:
         """Open time of the first candle the exchange has for the series (None: no data)."""

@@ -120,7 +120,7 @@ def test_garbage_first_backfill_stores_nothing_and_records_nothing(store, cfg, s
     ("future_time", "open time in the future"),
     ("misaligned_time", "timestamp not aligned to 1h"),
     ("huge_value", "price above 1e+12"),
-    ("short_row", "non-finite value"),
+    ("short_row", "row is not a list of 6 values"),
 ])
 def test_a_row_dropped_before_validation_is_counted_and_its_candle_refilled(
         variant, reason, store, cfg, sim_exchange, sim_client, frozen) -> None:
