@@ -52,7 +52,7 @@ MAX_PAGE = 1000  # Binance's spot klines maximum; ccxt clamps to it as well
 _MAX_MESSAGE = 400
 
 
-class _MalformedAnswer(ccxt.OperationFailed):
+class MalformedAnswer(ccxt.OperationFailed):
     """An HTTP 200 answer that is not the endpoint's payload: retried like a network error."""
 
 
@@ -164,7 +164,9 @@ class ExchangeClient:
     def markets(self) -> list[str]:
         """Unified symbols of the active spot markets (loaded once per client)."""
         if self._markets is None:
-            loaded = self._call("load_markets", self._exchange.load_markets)
+            loaded = self._call("load_markets", self._answered, self._exchange.load_markets, True,
+                                shape=lambda raw: isinstance(raw, dict) and isinstance(raw.get("symbols"), list),
+                                expected="an exchangeInfo object with a symbols list")
             self._markets = sorted(
                 s for s, m in loaded.items() if m.get("spot") and m.get("active") is not False
             )
@@ -188,9 +190,13 @@ class ExchangeClient:
         than the skew bound; otherwise the local clock (closed-candle decisions use this)."""
         local = int(self._clock() * 1000)
         self.clock_note = None
-        value = self._call("fetch_time", self._exchange.fetch_time) if self._exchange.has.get("fetchTime") else None
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not self._exchange.has.get("fetchTime"):
             return local
+        value = self._call("fetch_time", self._answered, self._exchange.fetch_time,
+                           shape=lambda raw: isinstance(raw, dict) and isinstance(raw.get("serverTime"), int),
+                           expected="an object with an integer serverTime")
+        if not isinstance(value, int) or isinstance(value, bool):
+            return local  # another exchange's shape ccxt could not read a time from
         skew = value - local
         if abs(skew) <= self._max_skew_ms:
             return value
@@ -219,18 +225,27 @@ class ExchangeClient:
         what = f"fetch_ohlcv {symbol} {timeframe}"
         return self._call(what, self._page, symbol, timeframe, since, min(limit, MAX_PAGE), params)
 
-    def _page(self, symbol: str, timeframe: str, since: int | None, limit: int, params: dict[str, Any]) -> list[Any]:
+    def _answered(self, fn: Callable[..., T], *args: Any, shape: Callable[[Any], bool], expected: str) -> T:
+        """Call ccxt, then check the answer it read was JSON and, from Binance, of ``shape``:
+        ccxt reads an HTML page or ``{}`` as "nothing", which is never what the endpoint says."""
         try:
-            rows = self._exchange.fetch_ohlcv(symbol, timeframe, since, limit, params)
+            result = fn(*args)
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
-            raise _MalformedAnswer(f"unparsable answer ({type(exc).__name__}: {exc})") from exc
+            raise MalformedAnswer(f"unparsable answer ({type(exc).__name__}: {exc})") from exc
         raw = self._exchange.last_json_response
         if raw is None:
-            raise _MalformedAnswer(f"HTTP 200 answer is not JSON: {_describe(self._exchange.last_http_response)}")
+            body = _describe(self._exchange.last_http_response)
+            raise MalformedAnswer(f"HTTP 200 answer is not a JSON object or list: {body}")
+        if isinstance(self._exchange, ccxt.binance) and not shape(raw):
+            raise MalformedAnswer(f"HTTP 200 answer is {_describe(raw)}, not {expected}")
+        return result
+
+    def _page(self, symbol: str, timeframe: str, since: int | None, limit: int, params: dict[str, Any]) -> list[Any]:
+        rows = self._answered(self._exchange.fetch_ohlcv, symbol, timeframe, since, limit, params,
+                              shape=lambda raw: isinstance(raw, list), expected="a list of klines")
+        raw = self._exchange.last_json_response
         if not isinstance(self._exchange, ccxt.binance):
             return [list(r) for r in rows]  # another wire shape: ccxt's parse is all there is
-        if not isinstance(raw, list):
-            raise _MalformedAnswer(f"HTTP 200 answer is {_describe(raw)}, not a list of klines")
         whole = [isinstance(r, list) and len(r) >= 6 for r in raw]
         if len(rows) == len(raw) and all(whole):
             return [list(r) for r in rows]  # ccxt dropped nothing: its parse is the one (~30 ms a page)
@@ -262,13 +277,13 @@ class ExchangeClient:
 
     # -- retries and translation -----------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         attempt = 0
         while True:
             attempt += 1
             self._exchange.last_response_headers = None  # a stale header must not steer a retry
             try:
-                return fn(*args)
+                return fn(*args, **kwargs)
             except ccxt.OperationFailed as exc:
                 retry_after = self._retry_after()
                 if attempt > self._max_retries or (retry_after or 0.0) > self._cap:

@@ -298,3 +298,21 @@ def test_exchange_clock_skew_is_bounded_by_the_local_clock(sim_settings: Setting
         assert (c.clock_note is not None) == noted
         if noted:
             assert "86,400 s" in c.clock_note and ("ahead" in c.clock_note) == (skew_s > 0)
+
+
+@pytest.mark.parametrize("path, call, error", [
+    ("/api/v3/time", lambda c: c.now_ms(), "fetch_time"),
+    ("/api/v3/exchangeInfo", lambda c: c.markets(), "load_markets"),
+])
+@pytest.mark.parametrize("variant", ["html", "truncated_json", "empty", "object", "empty_list", "number"])
+def test_garbage_time_or_markets_answer_is_transient_not_local_time_or_no_markets(
+        sim_settings: Settings, sim_exchange: SimExchange, sim_clock: SimClock, sleeps: Sleeps,
+        path: str, call, error: str, variant: str) -> None:
+    sim_clock.set_ms(NOW_MS)
+    sim_exchange.faults.add("bad_body", count=None, variant=variant, path=path)
+    with ExchangeClient(sim_settings, sleep=sleeps, rate_limit_ms=1) as c:
+        with pytest.raises(TransientExchangeError, match=f"{error} failed after 4 attempt"):
+            call(c)  # never "no markets" (a ConfigError for every symbol) nor a silent local clock
+        sim_exchange.faults.clear()
+        sim_exchange.faults.add("bad_body", count=1, variant=variant, path=path)
+        assert call(c) == (NOW_MS if path.endswith("time") else ["BTC/USDT", "ETH/USDT"])

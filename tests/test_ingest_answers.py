@@ -106,7 +106,7 @@ def test_one_garbage_answer_is_retried_in_the_same_run(variant, store, cfg, sim_
 
 def test_garbage_first_backfill_stores_nothing_and_records_nothing(store, cfg, sim_exchange, sim_client, frozen) -> None:
     sim_exchange.faults.add("bad_body", count=None, variant="html")
-    with pytest.raises(TransientExchangeError, match="not JSON"):
+    with pytest.raises(TransientExchangeError, match="not a JSON object or list"):
         ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
     assert store.count("BTC/USDT", "1h") == 0 and store.known_gaps("BTC/USDT", "1h") == []
 
