@@ -130,7 +130,9 @@ class _Pager:
         cursor, until = start, (max(self.target, tfs.add(end, self.tf, 1)) if bounded else end)
         self._prev_close = self._close_before(start)
         while cursor <= end:
-            rows = self.client.fetch_ohlcv(self.symbol, self.tf, since=cursor, limit=PAGE_LIMIT, until=until)
+            # A refill asks for the hole plus one candle: the one that proves what the answer skips.
+            limit = min(PAGE_LIMIT, tfs.count_between(cursor, end, self.tf) + 1) if bounded else PAGE_LIMIT
+            rows = self.client.fetch_ohlcv(self.symbol, self.tf, since=cursor, limit=limit, until=until)
             seen, ambiguous = self._store_page(rows, cursor, end, head_known=leading)
             if not seen:
                 if bounded and not ambiguous:
