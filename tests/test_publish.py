@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -352,20 +353,31 @@ def test_chart_geometry_places_forecast_after_the_last_candle(site_world: SiteWo
 
 
 def test_a_kept_older_forecast_shows_only_its_future_points(site_world: SiteWorld) -> None:
-    """Degraded: the last good forecast started 2 candles ago; those 2 points are history now."""
+    """Degraded: the last good forecast started 2 candles ago; those 2 points are history now.
+
+    One rule decides which points a page shows: the chart, the table and "next" agree on it.
+    """
+    from coin_core.publish import collect_one
+    from coin_core.publish.format import format_candle
+
     frame = site_world.store.tail("BTC/USDT", "1h", 200)
     latest = int(frame["ts"].iloc[-1])
-    old = site_world.forecast("BTC/USDT", "1h", latest - 2 * 3_600_000, float(frame["close"].iloc[-3]))
-    chart = build_chart(frame, old.points, "1h")
-    assert [p.ts for p in chart.points] == [t for t in old.points["ts"] if t > latest]
-    assert len(chart.points) == len(old.points) - 2 and chart.candles[-1].x < chart.points[0].x
+    old = site_world.forecast("BTC/USDT", "1h", latest - 2 * H, float(frame["close"].iloc[-3]),
+                              issued_at=site_world.now_ms)  # the newest stored run
     site_world.health("BTC/USDT", "1h", "degraded", last_error="ModelError: fit failed")
+    future = [int(t) for t in old.points["ts"] if t > latest]
+    assert len(future) == len(old.points) - 2
+    state = collect_one(site_world.store, site_world.settings, "BTC/USDT", "1h", site_world.now_ms)
+    assert state.shown_points["ts"].tolist() == future and state.next_point.ts == future[0]
     site_world.publish()
+    page = (site_world.public / "BTC-USDT_1h.html").read_text()
+    table = [int(t) for t in re.findall(r'<tr data-ts="(\d+)">', page)]
+    drawn = [int(t) for t in re.findall(r'<circle class="forecast-point" data-ts="(\d+)"', page)]
+    assert table == drawn == future
     entry = manifest_entry(site_world.public, "BTC-USDT_1h")
     index = (site_world.public / "index.html").read_text()
-    from coin_core.publish.format import format_ts
-
-    assert format_ts(latest + 3_600_000, "1h") in index and entry["signals"] == ["degraded"]
+    assert f"Next, candle {format_candle(future[0])}" in index and entry["signals"] == ["degraded"]
+    assert len(load(site_world.public, "prediction_BTC-USDT_1h.json")["points"]) == len(old.points)  # data: whole
 
 
 def test_a_series_removed_from_the_configuration_leaves_the_site(site_world: SiteWorld) -> None:
@@ -379,3 +391,41 @@ def test_a_series_removed_from_the_configuration_leaves_the_site(site_world: Sit
     assert not any("ETH-USDT" in p.name for p in public.iterdir())
     assert "ETH" not in (public / "index.html").read_text() and (public / "notes.html").exists()
     assert (public / "BTC-USDT_1h.html").exists()
+
+
+def _consistent_generation(public: Path) -> None:
+    """Every series' data files, page, index and manifest describe the same latest candle."""
+    from coin_core.publish.format import format_candle
+
+    for entry in load(public, "manifest.json")["series"]:
+        history = load(public, entry["history"]["file"])
+        assert history["latest_ts"] == entry["latest_ts"] == history["candles"][-1]["ts"]
+        label = format_candle(entry["latest_ts"])
+        assert label in (public / entry["page"]).read_text() and label in (public / "index.html").read_text()
+
+
+def test_a_full_disk_during_publish_keeps_the_last_good_site_whole(site_world: SiteWorld, tmp_path: Path) -> None:
+    """D11: a real full disk part-way through a publish leaves exactly the previous generation."""
+    from tests.fixtures.disk import small_disk
+
+    with small_disk(tmp_path / "disk", size_kb=4096) as disk:
+        site_world.settings = site_world.settings.model_copy(update={"public_dir": disk.path / "public"})
+        public = site_world.public
+        site_world.publish()
+        before = snapshot(public)
+        site_world.now_ms += H
+        site_world.seed_series("BTC/USDT", n=201, start=60_000.0)
+        site_world.seed_series("ETH/USDT", n=201, start=3_000.0)
+        # Room for the first changed file or two, not for the whole generation.
+        room = len(before["history_BTC-USDT_1h.json"]) + 8192
+        disk.fill(leave=room)
+        with pytest.raises(PublishError, match="No space left on device"):
+            site_world.publish()
+        assert snapshot(public) == before
+        staging = disk.path / f".{public.name}.staging"
+        assert [p for p in staging.rglob("*") if p.is_file()] == []  # nothing half-written kept
+        disk.free()
+        report = site_world.publish()
+        assert {"index.html", "manifest.json", "history_BTC-USDT_1h.json"} <= set(report.written)
+        _consistent_generation(public)
+        assert [p.name for p in public.rglob(".*")] == [".nojekyll"]

@@ -236,7 +236,10 @@ class Model(ABC):
             "metadata": meta.model_dump(mode="json") if meta else None,
             "state": self.state_,
         }
-        atomic_write_text(Path(path), json.dumps(envelope, separators=(",", ":"), allow_nan=False))
+        try:
+            atomic_write_text(Path(path), json.dumps(envelope, separators=(",", ":"), allow_nan=False))
+        except OSError as exc:  # a full disk fails this series' training, not the whole run
+            raise ModelError(f"cannot write model artifact {Path(path).name}: {exc.strerror or exc}") from exc
 
     @classmethod
     def load(cls: type[M], path: Path) -> M:
