@@ -30,7 +30,7 @@ WIDTH, HEIGHT = 960.0, 400.0
 PHONE_FONT, DESKTOP_FONT = 32.0, 14.0
 CHAR_EM = 0.62  # advance of a digit/comma in system-ui, in em (generous: tabular digits ~0.55)
 PAD_LEFT, PAD_TOP, PAD_BOTTOM = 12.0, 24.0, PHONE_FONT + 14.0
-TICK_TARGET = 5
+TICK_TARGET = 6  # a nice step is < 2x the raw one: 3 to 7 ticks
 _AXIS_FORMATS = {"1m": "%m-%d %H:%M", "1h": "%m-%d %H:%M", "1d": "%Y-%m-%d", "1w": "%Y-%m-%d", "1M": "%Y-%m"}
 
 
