@@ -18,10 +18,8 @@ import pytest
 
 from coin_core import timeframes as tfs
 from coin_core.exchange_sim import DEFAULT_LISTING_MS, SimClock, SimExchange, replay_files
-from tests.fixtures.common import SHARED, require
+from tests.fixtures.common import MARKET, WIRE, require
 
-WIRE = SHARED / "data" / "binance_wire"
-MARKET = SHARED / "data" / "market"
 DEC8 = re.compile(r"^-?\d+\.\d{8}$")
 H = 3_600_000
 # Filter fields that are JSON integers on the real wire although ccxt's static file quotes them
