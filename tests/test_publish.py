@@ -530,3 +530,15 @@ def test_killed_publishes_leave_no_temp_file_in_public_and_are_cleaned_up(site_w
     assert [p.name for p in staging.iterdir()] == []
     young.unlink()
     assert sorted(p.name for p in public.rglob(".*")) == [".nojekyll"]
+
+
+def test_public_on_its_own_mount_stages_inside_a_dot_directory(site_world: SiteWorld, tmp_path: Path) -> None:
+    """A rename cannot cross file systems: with public/ a mount point, staging falls back inside it."""
+    from tests.fixtures.disk import small_disk
+
+    with small_disk(tmp_path / "public_mount", size_kb=4096) as disk:
+        site_world.settings = site_world.settings.model_copy(update={"public_dir": disk.path})
+        report = site_world.publish()
+        assert "index.html" in report.written and (disk.path / ".staging").is_dir()
+        assert [p for p in (disk.path / ".staging").rglob("*")] == []  # the run directory is gone
+        assert not (tmp_path / ".public_mount.staging").exists()

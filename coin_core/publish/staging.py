@@ -41,10 +41,10 @@ def staging_root(public: Path) -> Path:
     public.mkdir(parents=True, exist_ok=True)
     sibling = public.parent / f".{public.name}.staging"
     try:
-        sibling.mkdir(exist_ok=True)
-        if sibling.stat().st_dev == public.stat().st_dev:
+        if public.parent.stat().st_dev == public.stat().st_dev:
+            sibling.mkdir(exist_ok=True)
             return sibling
-        log.warning("%s is on another file system than %s: staging inside it instead", sibling, public)
+        log.warning("%s is a mount point of its own: staging inside it", public)
     except OSError as exc:
         log.warning("cannot stage next to %s (%s): staging inside it instead", public, exc.strerror or exc)
     inner = public / INNER_STAGING
