@@ -172,8 +172,16 @@ def check_prediction(frame: pd.DataFrame, target_ts: np.ndarray) -> pd.DataFrame
     values = out[["yhat", "yhat_lower", "yhat_upper"]].to_numpy()
     if not np.isfinite(values).all():
         raise ModelError("prediction contains non-finite values")
-    # An inverted band is a broken model, not noise: reject it. The tolerance is relative to the
-    # price scale, so a BTC band and a SHIB band are judged alike.
+    _reject_inverted_band(out, values)
+    # Sampled bands (Prophet) can miss yhat by sampling noise; widen them to contain it.
+    out["yhat_lower"] = np.minimum(out["yhat_lower"], out["yhat"])
+    out["yhat_upper"] = np.maximum(out["yhat_upper"], out["yhat"])
+    return out
+
+
+def _reject_inverted_band(out: pd.DataFrame, values: np.ndarray) -> None:
+    """lower > upper is a broken model, not noise: raise. The tolerance is relative to the price
+    scale, so a BTC band and a SHIB band are judged alike."""
     scale = np.maximum(np.abs(values).max(axis=1), np.finfo("float64").tiny)
     inverted = (out["yhat_lower"] - out["yhat_upper"]).to_numpy() > BAND_TOLERANCE * scale
     if inverted.any():
@@ -182,10 +190,6 @@ def check_prediction(frame: pd.DataFrame, target_ts: np.ndarray) -> pd.DataFrame
             f"prediction band is inverted at ts={int(out['ts'].iloc[first])}: lower "
             f"{out['yhat_lower'].iloc[first]!r} > upper {out['yhat_upper'].iloc[first]!r}"
         )
-    # Sampled bands (Prophet) can miss yhat by sampling noise; widen them to contain it.
-    out["yhat_lower"] = np.minimum(out["yhat_lower"], out["yhat"])
-    out["yhat_upper"] = np.maximum(out["yhat_upper"], out["yhat"])
-    return out
 
 
 # ---- the contract ---------------------------------------------------------------------------
