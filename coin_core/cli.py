@@ -148,14 +148,14 @@ def _config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 @command("exchange", "Run the simulated Binance-compatible exchange on 127.0.0.1.",
-         "coin-predict exchange --port 8765 --replay-dir ../shared/data/market")
+         "coin-predict exchange --port 8765 --replay-dir ./market --start 2022-06-01T00:00Z")
 def _exchange(args: argparse.Namespace, settings: Settings) -> int:
     from .exchange_sim import serve_forever
 
     if not 0 <= args.latency_ms <= 60_000:
         raise ConfigError(f"--latency-ms must be within [0, 60000], got {args.latency_ms}")
     serve_forever(host=args.host, port=args.port, symbols=settings.target_symbols, replay_dir=args.replay_dir,
-                  latency_s=args.latency_ms / 1000)
+                  start=args.start, speed=args.speed, request_log=args.request_log, latency_s=args.latency_ms / 1000)
     return 0
 
 
@@ -182,11 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             p.add_argument("--lookback", type=int, help="train on the latest N candles only")
         if name == "exchange":
-            p.add_argument("--host", default="127.0.0.1")
-            p.add_argument("--port", type=int, default=8765)
+            p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+            p.add_argument("--port", type=int, default=8765, help="port to listen on, 0..65535 (default 8765)")
             p.add_argument("--replay-dir", help="replay binance_{SLUG}_{TF}.csv files from this folder")
             p.add_argument("--latency-ms", type=int, default=0,
                            help="add a fixed round trip to every answer, e.g. 100 (default 0)")
+            p.add_argument("--start", help="simulated clock at start-up, ISO 8601 (e.g. 2022-06-01T00:00Z; "
+                                          "default: now)")
+            p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
+            p.add_argument("--request-log", default="-", metavar="FILE",
+                           help="one line per request to FILE (appended), '-' for stderr (default), 'off'")
         if name == "demo":
             p.add_argument("--serve", type=int, metavar="PORT", help="serve public/ on 127.0.0.1:PORT afterwards")
             p.add_argument("--lookback-days", type=int, default=365, help="1h history to backfill (default 365)")

@@ -44,6 +44,7 @@ class ClientPool:
             self.close()
             raise
         self._local.client = lead
+        self.clock_note = None
 
     def _new(self, markets: Mapping[str, dict[str, Any]] | None) -> ExchangeClient:
         client = ExchangeClient(self._settings, rate_limit_ms=self._rate, markets=markets)
@@ -64,6 +65,14 @@ class ClientPool:
             client.share_throttle(self.throttle.wait)
             self._local.client = client
         return client
+
+    def now_ms(self) -> int:
+        """The exchange's clock, read once for a run (skew-bounded by the client; a note on a
+        large skew is kept in :attr:`clock_note` for every series' report)."""
+        client = self.client()
+        now = client.now_ms()
+        self.clock_note: str | None = client.clock_note
+        return now
 
     def close(self) -> None:
         """Close every thread's HTTP session."""

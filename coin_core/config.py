@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         default=8, ge=1, le=64,
         description="series fetched at once (threads), all under the exchange's one request throttle",
     )
+    exchange_max_clock_skew_s: float = Field(
+        default=300.0, ge=1, le=86_400, description="beyond this lead over the local clock, the exchange's is not used"
+    )
     exchange_api_key: SecretStr | None = None
     exchange_secret: SecretStr | None = None
 

@@ -149,7 +149,7 @@ def run_series(store: CandleStore, settings: Settings, *, now_ms: int | None = N
     with pool:
         listed = pool.listed
         try:
-            now = now_ms if now_ms is not None else pool.client().now_ms()
+            now = now_ms if now_ms is not None else pool.now_ms()
         except CoinPredictError as exc:
             return _failed_run(settings, exc, began)
         requests_before = pool.throttle.requests
@@ -160,6 +160,8 @@ def run_series(store: CandleStore, settings: Settings, *, now_ms: int | None = N
 
         with ThreadPoolExecutor(settings.exchange_concurrency, thread_name_prefix="series") as executor:
             done = list(executor.map(unit, settings.series()))
+        for item in done:
+            item.ingest.clock_note = item.ingest.clock_note or pool.clock_note
         return SeriesRun(done, now, time.monotonic() - began, pool.throttle.requests - requests_before,
                          pool.throttle.mean_interval_ms())
 

@@ -9,10 +9,18 @@ Series run in parallel threads, and a manual run may overlap a scheduled one, so
 changed read-modify-write under a lock (:func:`update_ingest_state`): ``flock`` on a sibling
 ``.lock`` file, which excludes other threads and other processes alike. Without it, two writers that
 read the same old record would each drop the other's change (e.g. ``backfill_complete_at``).
+
+Writing a record never raises: it reports on work that already happened, and is often written
+by an error handler, so its own failure (a full disk under ``DATA_DIR``) must neither replace
+the real error with a traceback nor stop the other series. It must not leave a lie behind
+either: when the write fails, the previous record (say ``ok`` while this prediction failed) is
+removed, which frees its space, and the write is tried once more. The outcome is the new record
+or none at all ("nothing known"), never the stale one; each failure is one warning line.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -73,9 +81,15 @@ def _read(path: Path, model: type[BaseModel]) -> BaseModel | None:
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Exclusive access to one record, across threads and processes (the lock file stays)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")
+    except OSError as exc:  # a full disk: the record's own write will say so; never raise here
+        log.warning("no lock for %s (%s): updating it unlocked", path.name, _why(exc))
+        yield
+        return
     # flock excludes per open file description, so threads of one process exclude each other too.
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -89,23 +103,46 @@ def update_ingest_state(data_dir: Path, symbol: str, tf: Timeframe,
     path = _path(data_dir, "ingest", symbol, tf)
     with _locked(path):
         state = change(read_ingest_state(data_dir, symbol, tf) or IngestState())
-        atomic_write_text(path, state.model_dump_json())
+        _write(path, state, f"ingest state of {symbol} {tf}")
     return state
+
+
+def _write(path: Path, record: BaseModel, what: str) -> bool:
+    """Replace the record at ``path``; True when written (see the module docstring when not)."""
+    data = record.model_dump_json()
+    try:
+        atomic_write_text(path, data)
+        return True
+    except OSError as exc:
+        first = exc
+    try:
+        path.unlink(missing_ok=True)  # a stale record must not outlive a failed update
+        atomic_write_text(path, data)
+        log.warning("%s: first write failed (%s); rewrote it after removing the old record", what, _why(first))
+        return True
+    except OSError as exc:
+        log.warning("cannot record %s (%s): the old record is removed, nothing is known until the next run",
+                    what, _why(exc))
+        return False
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
 
 
 def read_ingest_state(data_dir: Path, symbol: str, tf: Timeframe) -> IngestState | None:
     return _read(_path(data_dir, "ingest", symbol, tf), IngestState)  # type: ignore[return-value]
 
 
-def write_ingest_state(data_dir: Path, symbol: str, tf: Timeframe, state: IngestState) -> None:
+def write_ingest_state(data_dir: Path, symbol: str, tf: Timeframe, state: IngestState) -> bool:
     path = _path(data_dir, "ingest", symbol, tf)
     with _locked(path):
-        atomic_write_text(path, state.model_dump_json())
+        return _write(path, state, f"ingest state of {symbol} {tf}")
 
 
 def read_prediction_health(data_dir: Path, symbol: str, tf: Timeframe) -> PredictionHealth | None:
     return _read(_path(data_dir, "prediction", symbol, tf), PredictionHealth)  # type: ignore[return-value]
 
 
-def write_prediction_health(data_dir: Path, symbol: str, tf: Timeframe, health: PredictionHealth) -> None:
-    atomic_write_text(_path(data_dir, "prediction", symbol, tf), health.model_dump_json())
+def write_prediction_health(data_dir: Path, symbol: str, tf: Timeframe, health: PredictionHealth) -> bool:
+    return _write(_path(data_dir, "prediction", symbol, tf), health, f"prediction health of {symbol} {tf}")

@@ -77,6 +77,8 @@ def run_units(store: CandleStore, settings: Settings, step: str) -> tuple[list[S
                 done.append(_collect(*window.popleft()))
             window.append((series_task.submit(store, pool, settings, symbol, tf, now_ms, step), symbol, tf))
         done.extend(_collect(*entry) for entry in window)
+    for unit in done:
+        unit.ingest.clock_note = unit.ingest.clock_note or pool.clock_note
     return done, now_ms
 
 

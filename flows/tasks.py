@@ -98,7 +98,7 @@ def exchange_markets(settings: Settings, cache_key: str) -> dict[str, dict[str, 
 @task(name="exchange-time", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
       retry_condition_fn=retry_transient)
 def exchange_time_task(pool: ClientPool) -> int:
-    return pool.client().now_ms()
+    return pool.now_ms()
 
 
 @task(name="series-unit", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,

@@ -94,7 +94,10 @@ def read_pointer(settings: Settings, symbol: str, tf: Timeframe) -> ChampionPoin
 
 
 def _write_pointer(settings: Settings, symbol: str, tf: Timeframe, pointer: ChampionPointer) -> None:
-    atomic_write_json(series_dir(settings, symbol, tf) / POINTER, pointer.model_dump(mode="json"))
+    try:
+        atomic_write_json(series_dir(settings, symbol, tf) / POINTER, pointer.model_dump(mode="json"))
+    except OSError as exc:
+        raise ModelError(f"cannot write the champion pointer of {symbol} {tf}: {exc.strerror or exc}") from exc
 
 
 def _unique_version(settings: Settings, symbol: str, tf: Timeframe, version: str) -> str:
