@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     public_dir: Path = Path("public")
     site_title: str = "Coin Predict"
 
+    # Operations: runtime metrics, monitor and alerts (docs/configuration.md, docs/runbooks.md)
+    cycle_budget_s: float = Field(default=45.0, gt=0, le=86_400, description="a cycle longer than this is an overrun")
+    train_budget_s: float = Field(default=4 * 3600.0, gt=0, le=7 * 86_400)
+    monitor_budget_s: float = Field(default=60.0, gt=0, le=86_400)
+    metrics_retention_days: int = Field(default=8, ge=7, le=366, description="run records kept")
+    storage_warn_ratio: float = Field(default=0.9, gt=0, le=1, description="storage alert at this share of the budget")
+    alert_block: str | None = Field(
+        default=None, pattern=r"^[a-z0-9-]{1,64}/[A-Za-z0-9_-]{1,64}$",
+        description="Prefect notification block 'type-slug/name' the monitor sends alerts through",
+    )
+    alert_repeat_s: int = Field(default=6 * 3600, ge=60, le=30 * 86_400, description="re-send a firing alert after")
+    alert_escalate_s: int = Field(default=3 * 3600, ge=60, le=30 * 86_400, description="escalate a bad state older than")
+    alert_send_attempts: int = Field(default=3, ge=1, le=10, description="webhook tries per alert and monitor pass")
+    alert_retry_delay_s: float = Field(default=2.0, ge=0, le=60)
+
     @field_validator("target_symbols", mode="before")
     @classmethod
     def _symbols(cls, value: Any) -> list[str]:

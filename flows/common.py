@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
+from prefect import get_run_logger
 from prefect.states import State
 
 from coin_core.config import Settings, load_settings
+from coin_core.errors import StorageError
 from coin_core.forecast.predict import short_error
+from coin_core.metrics import RunTimer
 
-__all__ = ["SeriesFailed", "flow_settings", "state_error", "fail_if_any"]
+__all__ = ["SeriesFailed", "flow_settings", "state_error", "fail_if_any", "recorded_run"]
 
 
 class SeriesFailed(RuntimeError):
@@ -39,3 +43,22 @@ def fail_if_any(what: str, failures: dict[str, str]) -> None:
     if failures:
         listed = "; ".join(f"{name}: {error}" for name, error in failures.items())
         raise SeriesFailed(f"{len(failures)} {what} failed: {listed}")
+
+
+@contextmanager
+def recorded_run(settings: Settings, flow: str) -> Iterator[RunTimer]:
+    """Time the run and its steps (``timer.step``) and append its record, whatever the outcome.
+
+    The records are the runtime metrics and the cycle heartbeat; failing to write one is logged,
+    never a reason to fail the run.
+    """
+    timer = RunTimer(flow)
+    outcome = "failed"
+    try:
+        yield timer
+        outcome = "completed"
+    finally:
+        try:
+            timer.record(settings.data_dir, outcome, settings.metrics_retention_days)
+        except (StorageError, OSError) as exc:
+            get_run_logger().warning("could not record the run's metrics: %s", exc)
