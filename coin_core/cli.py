@@ -111,17 +111,28 @@ def _cycle(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ingest.ok else 1
 
 
-@command("status", "Print the freshness of every series (the data of status.json).", "coin-predict status")
+@command("status", "Print the full status picture: freshness, store, storage, heartbeat, run times, errors.",
+         "coin-predict status")
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from .publish import collect_series
-    from .publish.artifacts import status_file
-    from .storage import open_store
+    from .status import build_status, picture_dict
 
-    now = _now_ms()
-    with open_store(settings) as store:
-        status = status_file(collect_series(store, settings, now), now)
-    print(status.model_dump_json(indent=1))
-    return 0 if status.overall in {"fresh", "stale"} else 1
+    picture = build_status(settings, now_ms=_now_ms())
+    print(json.dumps(picture_dict(picture), indent=1, default=str))
+    return 0 if picture.overall[0] in {"fresh", "stale"} and picture.store.reachable else 1
+
+
+@command("monitor", "Run one monitor pass and print its alerts (the monitor flow sends them to ALERT_BLOCK).",
+         "coin-predict monitor")
+def _monitor(args: argparse.Namespace, settings: Settings) -> int:
+    from .monitor import run_monitor
+
+    held = settings.alert_block is not None  # the flow, which can load the block, sends them
+    report = run_monitor(settings, now_ms=_now_ms(), send=None, hold=held)
+    for msg in report.queued:
+        print(msg.text)
+    where = f"pending for the monitor flow ({settings.alert_block})" if held else "logged only (no ALERT_BLOCK)"
+    print(f"{len(report.queued)} alert message(s) queued, {where}; firing: {', '.join(report.firing) or 'none'}")
+    return 0 if not report.firing else 1
 
 
 @command("config", "Show the effective settings (secrets masked) and the timeframe policy matrix.", "coin-predict config")

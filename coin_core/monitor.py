@@ -5,7 +5,9 @@ callable (the flow passes a Prefect notification block's ``notify``); a send tha
 ``ALERT_SEND_ATTEMPTS`` tries stops delivery for this pass (the endpoint is down) and every
 unsent message stays in the outbox for the next pass: nothing is dropped, the pass itself still
 succeeds and the report says what is pending and why. Without a sender (no ``ALERT_BLOCK``)
-messages go to the log only and are marked sent on channel ``log``.
+messages go to the log only and are marked sent on channel ``log``, unless ``hold`` is set (the
+CLI with an ``ALERT_BLOCK`` configured: it cannot load a Prefect block, so it leaves its messages
+pending for the monitor flow to send).
 
 Passes never overlap: an exclusive lock on ``DATA_DIR/alerts/monitor.lock`` (released by the OS
 if the process dies).
@@ -82,10 +84,11 @@ def _try_send(send: Sender, msg: OutboxMessage, attempts: int, delay_s: float,
 
 
 def deliver(book: AlertBook, data_dir: Path, send: Sender | None, *, now_ms: int, attempts: int = 3,
-            delay_s: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> tuple[list[OutboxMessage], list[str]]:
+            delay_s: float = 2.0, sleep: Callable[[float], None] = time.sleep, hold: bool = False,
+            ) -> tuple[list[OutboxMessage], list[str]]:
     """Send every pending message in order, saving the book after each; returns (sent, errors)."""
     sent: list[OutboxMessage] = []
-    for msg in book.pending:
+    for msg in [] if send is None and hold else book.pending:
         if send is None:
             log.warning("alert (no ALERT_BLOCK configured, log only): %s", msg.text)
             channel = "log"
@@ -102,7 +105,7 @@ def deliver(book: AlertBook, data_dir: Path, send: Sender | None, *, now_ms: int
     return sent, []
 
 
-def run_monitor(settings: Settings, *, now_ms: int, send: Sender | None,
+def run_monitor(settings: Settings, *, now_ms: int, send: Sender | None, hold: bool = False,
                 picture: StatusPicture | None = None, sleep: Callable[[float], None] = time.sleep) -> MonitorReport:
     """One pass at ``now_ms``: judge, record intent, deliver, prune. See the module docstring."""
     data_dir = Path(settings.data_dir)
@@ -113,7 +116,7 @@ def run_monitor(settings: Settings, *, now_ms: int, send: Sender | None,
         report = MonitorReport(picture, queued=evaluate_alerts(book, conditions_of(picture), now_ms, policy))
         save_book(data_dir, book)  # intent first: a crash from here on loses nothing
         report.sent, report.errors = deliver(book, data_dir, send, now_ms=now_ms, attempts=settings.alert_send_attempts,
-                                             delay_s=settings.alert_retry_delay_s, sleep=sleep)
+                                             delay_s=settings.alert_retry_delay_s, sleep=sleep, hold=hold)
         if prune_outbox(book, now_ms):
             save_book(data_dir, book)
         report.pending = book.pending

@@ -52,6 +52,7 @@ __all__ = [
     "overall",
     "HEARTBEAT_PERIODS",
     "run_budgets",
+    "picture_dict",
 ]
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,36 @@ def read_series(store: CandleStore | None, settings: Settings, symbol: str, tf: 
 
 def _int(value: object) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _series_dict(s: SeriesHealth) -> dict[str, object]:
+    def fresh(f: Freshness | None) -> dict[str, object] | None:
+        return None if f is None else {"status": f.status, "served": f.served, "age_s": f.age_s, "reason": f.reason}
+
+    return {
+        "series": s.name, "visible": s.visible, "status": s.status, "signals": list(s.signals),
+        "latest_ts": s.latest_ts, "forecast_input_ts": s.forecast_input_ts, "from_store": s.from_store,
+        "history": fresh(s.history), "prediction": fresh(s.prediction),
+        "ingest": None if s.ingest is None else s.ingest.model_dump(),
+        "prediction_health": None if s.health is None else s.health.model_dump(),
+    }
+
+
+def picture_dict(picture: StatusPicture) -> dict[str, object]:
+    """The whole picture as JSON-ready data, error text in full (``coin-predict status``)."""
+    status, reason = picture.overall
+    usage = picture.storage
+    return {
+        "generated_at": picture.generated_at, "overall": status, "reason": reason,
+        "store": vars(picture.store),
+        "storage": {"used_bytes": usage.used_bytes, "budget_bytes": usage.budget_bytes,
+                    "used_ratio": usage.ratio, "warn_ratio": usage.warn_ratio, "warning": usage.warning},
+        "heartbeats": [{"timeframe": b.timeframe, "age_s": b.age_s, "late": b.late,
+                        "last_finished_at": None if b.last is None else b.last.finished_at} for b in picture.heartbeats],
+        "runtime": [{"flow": f.flow, "windows": {k: vars(w) for k, w in f.windows.items()},
+                     "steps_p95_s": f.steps_p95_s} for f in picture.metrics],
+        "series": [_series_dict(s) for s in picture.series],
+    }
 
 
 # ---- the whole picture -------------------------------------------------------------------------

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from ..freshness import SIGNALS, STATUSES, Freshness, worst
-from .collect import SeriesState
+from ..freshness import SIGNALS, STATUSES, Freshness
+from ..status import StatusPicture
+from ..status import overall as judge_overall
+from .collect import SeriesState, public_error
 from .models import (
     SCHEMA_MODELS,
     ArtifactRef,
@@ -18,6 +20,11 @@ from .models import (
     StatusArtifact,
     StatusFile,
     StatusSeries,
+    HeartbeatInfo,
+    RuntimeFlow,
+    RuntimeWindow,
+    StorageInfo,
+    StoreInfo,
     schema_name,
 )
 
@@ -79,24 +86,36 @@ def manifest_file(states: list[SeriesState], site_title: str) -> ManifestFile:
     return ManifestFile(site_title=site_title, schemas=schemas, series=entries)
 
 
-def overall(states: list[SeriesState]) -> tuple[str, str]:
-    """(status, reason) of the whole site: the worst visible series."""
-    visible = [s for s in states if s.visible]
-    if not visible:
-        return "hard_stale", f"no series visible yet ({len(states)} configured, waiting for backfill)"
-    status = worst(s.status for s in visible) or "fresh"
-    bad = [f"{s.symbol} {s.timeframe}" for s in visible if s.status == status]
-    if status == "fresh":
-        return status, f"all {len(visible)} visible series are fresh"
-    return status, f"{status.replace('_', ' ')}: {', '.join(bad)}"
+def overall(states: list[SeriesState], picture: StatusPicture | None = None) -> tuple[str, str]:
+    """(status, reason) of the whole site: the worst visible series (and a store outage)."""
+    return judge_overall(states, None if picture is None else picture.store)
 
 
 def _status_artifact(fresh: Freshness) -> StatusArtifact:
     return StatusArtifact(status=fresh.status, served=fresh.served, age_s=fresh.age_s, reason=fresh.reason)
 
 
-def status_file(states: list[SeriesState], now_ms: int) -> StatusFile:
-    status, reason = overall(states)
+def _operations(picture: StatusPicture) -> dict[str, object]:
+    """Store, storage, heartbeat and runtime sections of ``status.json`` (error text as its kind)."""
+    usage = picture.storage
+    return {
+        "store": StoreInfo(backend=picture.store.backend, reachable=picture.store.reachable,
+                           error=public_error(picture.store.error, "store unreachable")),
+        "storage": StorageInfo(used_bytes=usage.used_bytes, budget_bytes=usage.budget_bytes,
+                               used_ratio=None if usage.ratio is None else round(usage.ratio, 6),
+                               warn_ratio=usage.warn_ratio, warning=usage.warning),
+        "heartbeats": [HeartbeatInfo(timeframe=b.timeframe, late=b.late,
+                                     last_finished_at=None if b.last is None else b.last.finished_at)
+                       for b in picture.heartbeats],
+        "runtime": [RuntimeFlow(flow=f.flow, steps_p95_s=f.steps_p95_s,
+                                last_finished_at=None if f.last is None else f.last.finished_at,
+                                windows={k: RuntimeWindow(**vars(w)) for k, w in f.windows.items()})
+                    for f in picture.metrics],
+    }
+
+
+def status_file(states: list[SeriesState], now_ms: int, picture: StatusPicture | None = None) -> StatusFile:
+    status, reason = overall(states, picture)
     visible = [s for s in states if s.visible]
     counts = {name: sum(1 for s in visible if s.status == name) for name in STATUSES}
     counts.update({name: sum(1 for s in states if name in s.signals) for name in SIGNALS})
@@ -106,10 +125,13 @@ def status_file(states: list[SeriesState], now_ms: int) -> StatusFile:
             history=_status_artifact(s.history),
             prediction=None if s.prediction is None else _status_artifact(s.prediction),
             last_error=None if s.health is None else s.health.last_error,
+            ingest_error=None if s.ingest is None else public_error(s.ingest.last_error, "ingest failed"),
+            last_ingest_at=None if s.ingest is None else s.ingest.last_run_at,
         )
         for s in states
     ]
-    return StatusFile(generated_at=now_ms, overall=status, reason=reason, counts=counts, series=series)  # type: ignore[arg-type]
+    extra = {} if picture is None else _operations(picture)
+    return StatusFile(generated_at=now_ms, overall=status, reason=reason, counts=counts, series=series, **extra)  # type: ignore[arg-type]
 
 
 def schema_files() -> list[tuple[str, bytes]]:

@@ -16,18 +16,20 @@ import pandas as pd
 
 from .. import timeframes as tfs
 from ..config import Settings
-from ..freshness import Freshness, FreshnessStatus, Signal, evaluate_with_policy, worst
+from ..candles import COLUMNS, empty_frame
+from ..freshness import Freshness, FreshnessStatus, Signal, worst
 from ..errors import ModelError
 from ..forecast.base import ModelMetadata
 from ..forecast.registry import champion_summary
-from ..health import IngestState, PredictionHealth, read_ingest_state, read_prediction_health
+from ..health import IngestState, PredictionHealth
 from ..policy import TimeframePolicy
+from ..status import SeriesHealth, StatusPicture, build_status, check_forecast
 from ..storage.base import FORECAST_COLUMNS, CandleStore, Forecast
 from ..symbols import slug
 from ..timeframes import Timeframe
-from .models import ForecastPoint
+from .models import ForecastPoint, HistoryFile, PredictionFile
 
-__all__ = ["SeriesFiles", "SeriesState", "collect_one", "collect_series", "check_forecast", "series_files"]
+__all__ = ["SeriesFiles", "SeriesState", "collect_one", "collect_series", "check_forecast", "series_files", "public_error"]
 
 
 @dataclass(frozen=True)
@@ -128,72 +130,60 @@ class SeriesState:
                              yhat_lower=float(row["yhat_lower"]), yhat_upper=float(row["yhat_upper"]))
 
 
-def check_forecast(forecast: Forecast, tf: Timeframe) -> str | None:
-    """Why a stored forecast must not be served (``corrupt``), or None when it is sound."""
-    points = forecast.points
-    if not forecast.model_version:
-        return "forecast has no model version"
-    if points.empty:
-        return "forecast has no points"
-    values = points[list(FORECAST_COLUMNS)]
-    if not all(math.isfinite(float(v)) for v in values.to_numpy().ravel()):
-        return "forecast has a missing or non-finite value"
-    if (points["yhat_lower"] > points["yhat_upper"]).any():
-        return "forecast interval has lower above upper"
-    ts = [int(t) for t in points["ts"]]
-    expected = [tfs.add(forecast.input_last_ts, tf, i + 1) for i in range(len(ts))]
-    if ts != expected:
-        return "forecast points are not the consecutive candles after its input"
-    return None
-
-
-def _prediction_freshness(
-    forecast: Forecast | None, tf: Timeframe, now_ms: int, policy: TimeframePolicy,
-    health: PredictionHealth | None, ingest: IngestState | None,
-) -> Freshness | None:
-    """Judged on the forecast's ``input_last_ts``: a forecast made from stale candles is stale."""
-    if not policy.predicted:
-        return None
-    problem = check_forecast(forecast, tf) if forecast is not None else None
-    return evaluate_with_policy(
-        None if forecast is None else forecast.input_last_ts, tf, now_ms, policy,
-        corrupt=problem is not None, corrupt_reason=f"stored forecast is invalid: {problem}",
-        prediction_health=health, ingest_state=ingest, missing_reason="no forecast has been issued yet",
-    )
-
-
 _ERROR_KIND = re.compile(r"^([A-Z][A-Za-z]{2,40}Error)\b")
 
 
-def _public(health: PredictionHealth | None) -> PredictionHealth | None:
+def public_error(text: str | None, what: str = "failed") -> str | None:
     """Only the kind of a failure reaches the public site: messages can name hosts or paths.
 
-    The full text stays in ``data/state`` and the Prefect run logs for the operator.
+    The full text stays in ``data/state``, ``coin-predict status`` and the Prefect run logs.
     """
+    if not text:
+        return text
+    kind = _ERROR_KIND.match(text)
+    return f"{kind.group(1)} (details in the operator's logs)" if kind else f"{what} (details in the operator's logs)"
+
+
+def _public(health: PredictionHealth | None) -> PredictionHealth | None:
     if health is None or not health.last_error:
         return health
-    kind = _ERROR_KIND.match(health.last_error)
-    summary = f"{kind.group(1)} (details in the operator's logs)" if kind else "prediction failed (details in the operator's logs)"
-    return health.model_copy(update={"last_error": summary})
+    return health.model_copy(update={"last_error": public_error(health.last_error, "prediction failed")})
 
 
-def collect_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> SeriesState:
-    policy = settings.policy(tf)
-    data_dir = Path(settings.data_dir)
-    health = _public(read_prediction_health(data_dir, symbol, tf))
-    ingest = read_ingest_state(data_dir, symbol, tf)
-    bounds = store.bounds(symbol, tf)
-    candles = store.tail(symbol, tf, policy.served_candles)
-    forecast = store.latest_forecast(symbol, tf) if policy.predicted else None
-    history = evaluate_with_policy(
-        None if bounds is None else bounds[1], tf, now_ms, policy,
-        prediction_health=health, ingest_state=ingest,
-    )
+def _published(settings: Settings, name: str, model: type[HistoryFile] | type[PredictionFile]) -> HistoryFile | PredictionFile | None:
+    """A data file of the last publish (the store is down: it is all the site has left)."""
+    try:
+        return model.model_validate_json((Path(settings.public_dir) / name).read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _last_published(settings: Settings, h: SeriesHealth) -> tuple[pd.DataFrame, Forecast | None]:
+    """Candles and forecast as last published, for a site built while the store is down."""
+    files = series_files(h.symbol, h.timeframe)
+    history = _published(settings, files.history, HistoryFile)
+    rows = [c.model_dump() for c in history.candles] if isinstance(history, HistoryFile) else []
+    candles = pd.DataFrame(rows, columns=list(COLUMNS)) if rows else empty_frame()
+    pred = _published(settings, files.prediction, PredictionFile) if h.policy.predicted else None
+    if not isinstance(pred, PredictionFile) or not pred.points or pred.input_last_ts is None:
+        return candles, None
+    points = pd.DataFrame([p.model_dump() for p in pred.points], columns=list(FORECAST_COLUMNS))
+    return candles, Forecast(h.symbol, h.timeframe, pred.issued_at or 0, pred.model_version or "",
+                             pred.input_last_ts, points)
+
+
+def collect_one(store: CandleStore, settings: Settings, h: SeriesHealth) -> SeriesState:
+    """Publish's view of one series: its health (from the status picture) plus candles and model."""
+    if h.from_store:
+        candles = store.tail(h.symbol, h.timeframe, h.policy.served_candles)
+        forecast = h.forecast
+    else:
+        candles, forecast = _last_published(settings, h)
     return SeriesState(
-        symbol=symbol, timeframe=tf, policy=policy, candles=candles,
-        first_ts=None if bounds is None else bounds[0], latest_ts=None if bounds is None else bounds[1],
-        forecast=forecast, history=history, prediction=_prediction_freshness(forecast, tf, now_ms, policy, health, ingest),
-        health=health, ingest=ingest, model=_champion(settings, symbol, tf) if policy.predicted else None,
+        symbol=h.symbol, timeframe=h.timeframe, policy=h.policy, candles=candles,
+        first_ts=h.first_ts, latest_ts=h.latest_ts, forecast=forecast, history=h.history,
+        prediction=h.prediction, health=_public(h.health), ingest=h.ingest,
+        model=_champion(settings, h.symbol, h.timeframe) if h.policy.predicted else None,
     )
 
 
@@ -205,6 +195,12 @@ def _champion(settings: Settings, symbol: str, tf: Timeframe) -> ModelMetadata |
         return None
 
 
-def collect_series(store: CandleStore, settings: Settings, now_ms: int) -> list[SeriesState]:
-    """Every configured series (``target_symbols`` x ``ingest_timeframes``), in settings order."""
-    return [collect_one(store, settings, symbol, tf, now_ms) for symbol, tf in settings.series()]
+def collect_series(store: CandleStore, settings: Settings, now_ms: int,
+                   picture: StatusPicture | None = None) -> list[SeriesState]:
+    """Every configured series (``target_symbols`` x ``ingest_timeframes``), in settings order.
+
+    With the store unreachable (``picture.store.reachable`` false), each series is judged from its
+    last known times and shows what the last publish showed, as long as its freshness allows.
+    """
+    picture = picture or build_status(settings, now_ms=now_ms, store=store)
+    return [collect_one(store, settings, h) for h in picture.series]

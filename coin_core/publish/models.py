@@ -29,6 +29,11 @@ __all__ = [
     "StatusArtifact",
     "StatusSeries",
     "StatusFile",
+    "StoreInfo",
+    "StorageInfo",
+    "RuntimeWindow",
+    "RuntimeFlow",
+    "HeartbeatInfo",
     "SCHEMA_MODELS",
     "schema_name",
 ]
@@ -130,6 +135,45 @@ class StatusSeries(_Model):
     history: StatusArtifact
     prediction: StatusArtifact | None
     last_error: str | None = Field(description="the last prediction failure, if any")
+    ingest_error: str | None = Field(default=None, description="the kind of the last ingest failure, if any")
+    last_ingest_at: int | None = Field(default=None, description="when ingest last ran for this series")
+
+
+class StoreInfo(_Model):
+    backend: str
+    reachable: bool = Field(description="false: the store could not be read; ages come from the last known candles")
+    error: str | None = Field(default=None, description="the kind of the failure, if any")
+
+
+class StorageInfo(_Model):
+    used_bytes: int | None = Field(description="store size, null when unknown (store down)")
+    budget_bytes: int
+    used_ratio: float | None
+    warn_ratio: float
+    warning: bool
+
+
+class RuntimeWindow(_Model):
+    runs: int
+    failed: int
+    p50_s: float | None
+    p95_s: float | None
+    max_s: float | None
+    overruns: int = Field(description="runs longer than budget_s")
+    budget_s: float | None
+
+
+class RuntimeFlow(_Model):
+    flow: str = Field(description="flow and scope, e.g. 'cycle 1h'")
+    windows: dict[str, RuntimeWindow] = Field(description="'24h' and '7d'")
+    steps_p95_s: dict[str, float]
+    last_finished_at: int | None
+
+
+class HeartbeatInfo(_Model):
+    timeframe: Timeframe
+    last_finished_at: int | None = Field(description="when a cycle of this timeframe last finished")
+    late: bool = Field(description="no cycle finished within two periods")
 
 
 class StatusFile(_Model):
@@ -142,6 +186,10 @@ class StatusFile(_Model):
     reason: str
     counts: dict[str, int]
     series: list[StatusSeries]
+    store: StoreInfo | None = None
+    storage: StorageInfo | None = None
+    heartbeats: list[HeartbeatInfo] = []
+    runtime: list[RuntimeFlow] = []
 
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {

@@ -18,6 +18,7 @@ from ..errors import PublishError
 from ..freshness import FreshnessStatus
 from .chart import Chart, build_chart
 from .collect import SeriesState
+from .models import StatusFile
 from .format import format_age_s, format_candle, format_change, format_price, format_ts, sentence
 
 __all__ = ["DEFAULT_TEMPLATES_DIR", "SiteContext", "make_environment", "render_pages"]
@@ -83,13 +84,14 @@ def series_page(env: Environment, site: SiteContext, state: SeriesState) -> byte
     )
 
 
-def render_pages(env: Environment, site: SiteContext, states: list[SeriesState]) -> list[tuple[str, bytes]]:
+def render_pages(env: Environment, site: SiteContext, states: list[SeriesState],
+                 status: StatusFile | None = None) -> list[tuple[str, bytes]]:
     """Every HTML page as (file name, bytes), series pages first and ``index.html`` last."""
     pages = [(state.files.page, series_page(env, site, state)) for state in states]
     visible = [s for s in states if s.visible]
     hidden = [s for s in states if not s.visible]
     common = {"site": site, "series": states, "visible": visible, "hidden": hidden}
-    pages.append(("status.html", _render(env, "status.html", "status.html", page="status.html", **common)))
+    pages.append(("status.html", _render(env, "status.html", "status.html", page="status.html", status=status, **common)))
     pages.append(("models.html", _render(env, "models.html", "models.html", page="models.html", **common)))
     pages.append(("404.html", _render(env, "404.html", "404.html", page="404.html", **common)))
     pages.append(("index.html", _render(env, "index.html", "index.html", page="index.html", **common)))

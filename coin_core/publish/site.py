@@ -27,6 +27,7 @@ from ..config import Settings
 from ..errors import PublishError
 from ..freshness import FreshnessStatus
 from ..fsutil import safe_child
+from ..status import StatusPicture, build_status
 from ..storage.base import CandleStore
 from .artifacts import history_file, manifest_file, overall, prediction_file, schema_files, status_file, to_bytes
 from .collect import SeriesState, collect_series
@@ -65,6 +66,7 @@ class PublishReport:
     cleaned: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
     series: list[SeriesSummary] = field(default_factory=list)
+    store_error: str | None = None
 
     @property
     def bytes_written(self) -> int:
@@ -110,7 +112,8 @@ def _css(templates_dir: Path) -> tuple[str, bytes]:
 
 
 def build_artifacts(
-    states: list[SeriesState], settings: Settings, now_ms: int, templates_dir: Path
+    states: list[SeriesState], settings: Settings, now_ms: int, templates_dir: Path,
+    picture: StatusPicture | None = None,
 ) -> list[tuple[str, bytes]]:
     """Every file of the site, in write order, rendered in memory."""
     env = make_environment(templates_dir)
@@ -121,10 +124,10 @@ def build_artifacts(
         prediction = prediction_file(state)
         if prediction is not None:
             files.append((state.files.prediction, to_bytes(prediction)))
-    files.append(("status.json", to_bytes(status_file(states, now_ms))))
-    status, reason = overall(states)
-    site = SiteContext(settings.site_title, css_href, now_ms, status, reason)  # type: ignore[arg-type]
-    files.extend(render_pages(env, site, states))
+    status_doc = status_file(states, now_ms, picture)
+    files.append(("status.json", to_bytes(status_doc)))
+    site = SiteContext(settings.site_title, css_href, now_ms, status_doc.overall, status_doc.reason)
+    files.extend(render_pages(env, site, states, status_doc))
     files.append(("manifest.json", to_bytes(manifest_file(states, settings.site_title))))
     return files
 
@@ -135,13 +138,18 @@ def publish_site(
     """Make ``settings.public_dir`` reflect the store at ``now_ms``; see the module docstring.
 
     Raises PublishError when a page cannot be rendered or a file cannot be written (the previous
-    site stays in place); store errors propagate unchanged, before anything is written.
+    site stays in place). A store that cannot be read at all still gets a site: every series
+    judged from its last known candle times, showing what the last publish showed while its
+    freshness allows, and the outage named (``report.store_error``). A store that fails half-way
+    through the reads raises its error unchanged, before anything is written.
     """
     started = time.perf_counter()
-    states = collect_series(store, settings, now_ms)
-    files = build_artifacts(states, settings, now_ms, Path(templates_dir or DEFAULT_TEMPLATES_DIR))
-    status, _ = overall(states)
-    report = PublishReport(public_dir=Path(settings.public_dir), now_ms=now_ms, overall=status)  # type: ignore[arg-type]
+    picture = build_status(settings, now_ms=now_ms, store=store)
+    states = collect_series(store, settings, now_ms, picture)
+    files = build_artifacts(states, settings, now_ms, Path(templates_dir or DEFAULT_TEMPLATES_DIR), picture)
+    status, _ = overall(states, picture)
+    report = PublishReport(public_dir=Path(settings.public_dir), now_ms=now_ms, overall=status,  # type: ignore[arg-type]
+                           store_error=picture.store.error)
     generation = Generation(report.public_dir)
     report.cleaned = generation.cleaned
     try:
