@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     metrics_retention_days: int = Field(default=8, ge=7, le=366, description="run records kept")
     storage_warn_ratio: float = Field(default=0.9, gt=0, le=1, description="storage alert at this share of the budget")
     alert_block: str | None = Field(
-        default=None, pattern=r"^[a-z0-9-]{1,64}/[A-Za-z0-9_-]{1,64}$",
+        default=None, pattern=r"^[a-z0-9-]{1,64}/[a-z0-9-]{1,64}$",
         description="Prefect notification block 'type-slug/name' the monitor sends alerts through",
     )
     alert_repeat_s: int = Field(default=6 * 3600, ge=60, le=30 * 86_400, description="re-send a firing alert after")

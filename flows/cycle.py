@@ -16,10 +16,11 @@ from prefect.concurrency.sync import concurrency
 from coin_core.config import Settings
 from coin_core.forecast.predict import PredictOutcome
 from coin_core.ingest import SeriesReport
+from coin_core.metrics import RunTimer
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, forecast_columns, ingest_rows, publish_table
-from flows.common import fail_if_any, flow_settings, state_error
+from flows.common import fail_if_any, flow_settings, recorded_run, state_error
 from flows.ingest import failures, ingest_all
 from flows.setup import CYCLE_LIMIT, ensure_concurrency_limits, release_stale_slots
 from flows.tasks import forecast_task, publish_task
@@ -81,14 +82,22 @@ def cycle_flow(timeframe: str = "1h", symbols: list[str] | None = None) -> dict[
     """
     settings = flow_settings(symbols, [timeframe])
     site_settings = flow_settings()
+    with recorded_run(site_settings, f"cycle {timeframe}") as timer:
+        return _cycle(settings, site_settings, timeframe, timer)
+
+
+def _cycle(settings: Settings, site_settings: Settings, timeframe: str, timer: RunTimer) -> dict[str, object]:
     logger = get_run_logger()
     run_id = runtime.flow_run.id
     prepare_cycle_limit(str(run_id) if run_id else None)
     with concurrency(CYCLE_LIMIT, occupy=1, timeout_seconds=CYCLE_WAIT_S), open_store(settings) as store:
-        reports = ingest_all(store, settings)
+        with timer.step("ingest"):
+            reports = ingest_all(store, settings)
         now_ms = int(time.time() * 1000)
-        outcomes = forecast_all(store, settings, reports, now_ms)
-        published = publish_task(store, site_settings, now_ms, return_state=True)
+        with timer.step("forecast"):
+            outcomes = forecast_all(store, settings, reports, now_ms)
+        with timer.step("publish"):
+            published = publish_task(store, site_settings, now_ms, return_state=True)
     publish_error = state_error(published)
     rows = [{**row, **forecast_columns(*outcomes.get((r.symbol, r.timeframe), (None, None)))}
             for r, row in zip(reports, ingest_rows(reports))]

@@ -16,7 +16,7 @@ from coin_core.ingest import SeriesReport
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, ingest_rows, publish_table
-from flows.common import fail_if_any, flow_settings, state_error
+from flows.common import fail_if_any, flow_settings, recorded_run, state_error
 from flows.tasks import cached, exchange_markets, ingest_series_task, markets_cache_key
 
 __all__ = ["ingest_all", "failures", "ingest_flow"]
@@ -57,11 +57,12 @@ def failures(reports: list[SeriesReport]) -> dict[str, str]:
 def ingest_flow(symbols: list[str] | None = None, timeframes: list[str] | None = None) -> list[SeriesReport]:
     """Ingest every closed candle of the configured (or given) symbols and timeframes."""
     settings = flow_settings(symbols, timeframes)
-    with open_store(settings) as store:
-        reports = ingest_all(store, settings)
-    new = sum(r.new_candles for r in reports)
-    publish_table(artifact_key("ingest", "summary"), ingest_rows(reports),
-                  f"Ingest: {len(reports)} series, {new} new candle(s), {len(failures(reports))} failed.")
-    get_run_logger().info("ingested %d new candle(s) over %d series", new, len(reports))
-    fail_if_any("series", failures(reports))
+    with recorded_run(settings, "ingest"):
+        with open_store(settings) as store:
+            reports = ingest_all(store, settings)
+        new = sum(r.new_candles for r in reports)
+        publish_table(artifact_key("ingest", "summary"), ingest_rows(reports),
+                      f"Ingest: {len(reports)} series, {new} new candle(s), {len(failures(reports))} failed.")
+        get_run_logger().info("ingested %d new candle(s) over %d series", new, len(reports))
+        fail_if_any("series", failures(reports))
     return reports

@@ -15,6 +15,8 @@ notification policy naming the same block. :func:`ensure_run_notifications` crea
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -111,10 +113,9 @@ async def _ensure_policy(block_id: UUID, tags: list[str]) -> UUID:
 
 def ensure_run_notifications(ref: str, tags: list[str] | None = None) -> UUID:
     """A flow-run notification policy: Failed/Crashed runs (of ``tags``, all if empty) -> block."""
-    from flows.setup import _run  # the one sync->async bridge of the flows
-
     block = _load_block(ref)
     block_id = block._block_document_id
     if block_id is None:
         raise ConfigError(f"block {ref!r} has no server document id")
-    return _run(_ensure_policy(block_id, list(tags or [])))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # safe inside a running loop too
+        return pool.submit(asyncio.run, _ensure_policy(block_id, list(tags or []))).result()

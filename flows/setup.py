@@ -13,9 +13,11 @@ frees the limit when no other train run is RUNNING on the server (see docs/deplo
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
 import logging
+import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any, Coroutine, TypeVar
 from uuid import UUID
@@ -35,6 +37,8 @@ from prefect.client.schemas.objects import StateType
 from prefect.states import Crashed
 from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.exceptions import ObjectNotFound
+
+from flows.notify import RUN_STATES
 
 __all__ = [
     "CONCURRENCY_LIMITS",
@@ -156,12 +160,43 @@ def release_stale_slots(name: str, flow_name: str, current_run: str | UUID | Non
     return _run(_release_stale(name, flow_name, None if current_run is None else str(current_run)))
 
 
-def main() -> None:
-    """``python -m flows.setup``: create the limits on the server PREFECT_API_URL names."""
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m flows.setup", description=(
+        "Create the global concurrency limits (active) on the server PREFECT_API_URL names, and "
+        "optionally the alert webhook block and a Failed/Crashed flow-run notification."))
+    parser.add_argument("--alert-webhook", metavar="URL",
+                        help="create/update the custom-webhook block that receives alerts (Slack-compatible JSON)")
+    parser.add_argument("--block-name", default="coin-predict-alerts", help="name of that block")
+    parser.add_argument("--alert-block", metavar="TYPE/NAME",
+                        help="an existing notification block to notify Failed/Crashed runs to instead")
+    parser.add_argument("--run-tags", default="coin-predict",
+                        help="comma-separated flow-run tags to notify on (empty: every run)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.setup``: limits, and with ``--alert-webhook``/``--alert-block`` notifications."""
+    from coin_core.errors import CoinPredictError
+    from flows.notify import ensure_run_notifications, parse_block_ref, save_webhook_block
+
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for found in ensure_concurrency_limits():
-        print(f"concurrency limit {found.name!r}: limit={found.limit} active={found.active}")
+    try:
+        ref = args.alert_block and "/".join(parse_block_ref(args.alert_block))
+        if args.alert_webhook:
+            ref = save_webhook_block(args.block_name, args.alert_webhook)
+            print(f"notification block {ref!r} saved: set ALERT_BLOCK={ref} in the worker's environment")
+        for found in ensure_concurrency_limits():
+            print(f"concurrency limit {found.name!r}: limit={found.limit} active={found.active}")
+        if ref:
+            tags = [t.strip() for t in args.run_tags.split(",") if t.strip()]
+            policy = ensure_run_notifications(ref, tags)
+            print(f"flow-run notification {policy}: {'/'.join(RUN_STATES)} runs tagged {tags or 'anything'} -> {ref}")
+    except CoinPredictError as exc:
+        print(f"flows.setup: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

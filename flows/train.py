@@ -20,7 +20,7 @@ from coin_core.forecast.training import champion_fit_key
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, publish_table, train_row
-from flows.common import fail_if_any, flow_settings, state_error
+from flows.common import fail_if_any, flow_settings, recorded_run, state_error
 from flows.setup import TRAIN_LIMIT, ensure_concurrency_limits, release_stale_slots
 from flows.tasks import cached, fit_key_task, train_task
 
@@ -56,6 +56,11 @@ def train_flow(symbols: list[str] | None = None, timeframes: list[str] | None = 
                lookback: int | None = None) -> list[dict[str, object]]:
     """Fit every predicted series (``lookback`` candles; default: the timeframe's training window)."""
     settings = flow_settings(symbols, timeframes)
+    with recorded_run(settings, "train"):
+        return _train(settings, lookback)
+
+
+def _train(settings: Settings, lookback: int | None) -> list[dict[str, object]]:
     run_id = runtime.flow_run.id
     prepare_train_limit(str(run_id) if run_id else None)
     with concurrency(TRAIN_LIMIT, occupy=1, timeout_seconds=TRAIN_WAIT_S):
