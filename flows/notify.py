@@ -103,9 +103,12 @@ def save_webhook_block(name: str, url: str, overwrite: bool = True) -> str:
 
 async def _ensure_policy(block_id: UUID, tags: list[str]) -> UUID:
     async with get_client() as client:
-        policies = await client.read_flow_run_notification_policies(FlowRunNotificationPolicyFilter())
+        # The filter's default is "inactive only" (Prefect 2.20): ask for every policy.
+        policies = await client.read_flow_run_notification_policies(FlowRunNotificationPolicyFilter(is_active=None))
         for policy in policies:
             if policy.block_document_id == block_id and sorted(policy.state_names) == sorted(RUN_STATES):
+                if not policy.is_active or sorted(policy.tags) != sorted(tags):
+                    await client.update_flow_run_notification_policy(policy.id, is_active=True, tags=tags)
                 return policy.id
         return await client.create_flow_run_notification_policy(
             block_document_id=block_id, state_names=RUN_STATES, tags=tags, message_template=RUN_MESSAGE)
