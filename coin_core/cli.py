@@ -98,6 +98,10 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     report = run_publish(settings, now_ms=_now_ms())
     print(f"{len(report.written)} file(s) written ({report.bytes_written:,} bytes), {len(report.unchanged)} unchanged, "
           f"overall {report.overall}, in {report.duration_s:.2f}s -> {report.public_dir}")
+    if report.store_error:
+        print(f"the store cannot be read ({report.store_error}): published from the last known candle times",
+              file=sys.stderr)
+        return 1
     return 0
 
 
