@@ -113,6 +113,11 @@ class Settings(BaseSettings):
             raise ConfigError("INGEST_TIMEFRAMES is empty: name at least one, e.g. 1h")
         return parsed
 
+    @field_validator("alert_block", mode="before")
+    @classmethod
+    def _alert_block(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("exchange_id")
     @classmethod
     def _exchange_id(cls, value: str) -> str:

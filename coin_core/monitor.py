@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .config import Settings
 from .errors import LockError
 from .status import StatusPicture, build_status
 
-__all__ = ["Sender", "MonitorReport", "run_monitor", "deliver", "monitor_lock"]
+__all__ = ["Sender", "MonitorReport", "run_monitor", "deliver", "monitor_lock", "scrub_urls"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,14 @@ def monitor_lock(data_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+_URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://([^/\s'\"]+)[^\s'\"]*", re.IGNORECASE)
+
+
+def scrub_urls(text: str) -> str:
+    """Keep only scheme and host of every URL: a webhook's path is often its secret token."""
+    return _URL.sub(lambda m: f"{m.group(1)}://{m.group(2).rsplit('@', 1)[-1]}/…", text)
+
+
 def _try_send(send: Sender, msg: OutboxMessage, attempts: int, delay_s: float,
               sleep: Callable[[float], None]) -> str | None:
     """None once sent, else the last error (one line) after ``attempts`` tries."""
@@ -78,7 +87,8 @@ def _try_send(send: Sender, msg: OutboxMessage, attempts: int, delay_s: float,
             send(msg)
             return None
         except Exception as exc:  # any failure of a third-party endpoint: keep the message
-            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            error = scrub_urls(f"{type(exc).__name__}: {first}")[:300]
             log.warning("sending alert %s failed (try %d of %d): %s", msg.event_id, attempt + 1, attempts, error)
     return error
 

@@ -96,7 +96,10 @@ def save_webhook_block(name: str, url: str, overwrite: bool = True) -> str:
     """Create (or update) the project's webhook block; returns its reference ``custom-webhook/name``."""
     ref = f"custom-webhook/{name}"
     parse_block_ref(ref)
-    block = CustomWebhookNotificationBlock(name=name, url=check_webhook_url(url), json_data=WEBHOOK_PAYLOAD)
+    # The URL of a Slack-style webhook is its credential: kept in the block's secret values, so
+    # the UI, the API and the logs show "{{url}}" instead.
+    block = CustomWebhookNotificationBlock(name=name, url="{{url}}", json_data=WEBHOOK_PAYLOAD,
+                                           secrets={"url": check_webhook_url(url)})
     block.save(name, overwrite=overwrite)
     return ref
 

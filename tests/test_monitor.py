@@ -4,6 +4,7 @@ crashes, delivery through a real Prefect notification block to a real webhook re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -18,7 +19,7 @@ from coin_core.metrics import RunRecord, read_runs, record_run
 from coin_core.monitor import monitor_lock, run_monitor
 from tests.fixtures.common import free_port
 from tests.fixtures.site import SiteWorld
-from tests.test_flows import flow_env  # noqa: F401  (fixture: a worker's environment)
+from tests.test_flows import _artifact_rows, flow_env  # noqa: F401  (fixture: a worker's environment)
 
 H = 3_600_000
 MIN = 60_000
@@ -166,6 +167,7 @@ def test_alert_settings_are_bounded(settings: Settings) -> None:
         with pytest.raises(ConfigError):
             load_settings(**bad)
     assert load_settings(alert_block="slack-webhook/ops").alert_block == "slack-webhook/ops"
+    assert load_settings(alert_block="").alert_block is None, "an empty ALERT_BLOCK= means none"
 
 
 # ---- through Prefect: notification blocks and the monitor flow ---------------------------------
@@ -199,16 +201,30 @@ def test_monitor_flow_delivers_through_a_webhook_block_and_keeps_alerts_while_it
     pending = load_book(monitor_env.data_dir).pending
     assert pending and pending[0].attempts == 3 and "ConnectError" in (pending[0].last_error or "")
 
+    httpserver.expect_request("/services/T0/B0/SECRET", method="POST").respond_with_data("no", status=500)
+    _save_block("coin-predict-test", httpserver.url_for("/services/T0/B0/SECRET"))
+    assert monitor_flow(block=ref, return_state=True).is_completed()
+    pending = load_book(monitor_env.data_dir).pending
+    assert pending[0].attempts == 6 and "500" in (pending[0].last_error or "")
+    assert "SECRET" not in book_path(monitor_env.data_dir).read_text(), "a webhook's path is its credential"
+    from prefect.blocks.core import Block
+
+    assert Block.load(ref).url == "{{url}}", "the URL is kept in the block's secret values"
+
     httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     _save_block("coin-predict-test", httpserver.url_for("/hook"))
     state = monitor_flow(block=ref, return_state=True)
     assert state.is_completed() and state.result()["pending"] == []
-    bodies = [json.loads(req.data) for req, _ in httpserver.log]
+    bodies = [json.loads(req.data) for req, _ in httpserver.log if req.path == "/hook"]
     beats = [b for b in bodies if b["event_id"].startswith("heartbeat:")]
     assert [b["event_id"] for b in beats] == ["heartbeat:cycle 1h#1"], "sent once, after the outage"
     assert beats[0]["source"] == "coin-predict" and "ALERT late: cycle 1h" in beats[0]["text"]
     runs = read_runs(monitor_env.data_dir, since_ms=0, flow="monitor")
-    assert len(runs) == 2 and all(r.outcome == "completed" for r in runs)
+    assert len(runs) == 3 and all(r.outcome == "completed" for r in runs)
+    rows = asyncio.run(_artifact_rows(state.state_details.flow_run_id))
+    assert {(r["flow"], r["window"]) for r in rows} >= {("cycle 1h", "24h"), ("cycle 1h", "7d"), ("monitor", "7d")}
+    monitor_row = next(r for r in rows if r["flow"] == "monitor" and r["window"] == "24h")
+    assert monitor_row["runs"] == 2 and monitor_row["budget s"] == 60.0 and monitor_row["p95 s"] is not None
 
 
 @pytest.mark.usefixtures("prefect_harness")

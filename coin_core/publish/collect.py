@@ -23,7 +23,7 @@ from ..forecast.base import ModelMetadata
 from ..forecast.registry import champion_summary
 from ..health import IngestState, PredictionHealth
 from ..policy import TimeframePolicy
-from ..status import SeriesHealth, StatusPicture, build_status, check_forecast
+from ..status import SeriesHealth, StatusPicture, build_status, check_forecast, read_series
 from ..storage.base import FORECAST_COLUMNS, CandleStore, Forecast
 from ..symbols import slug
 from ..timeframes import Timeframe
@@ -172,8 +172,10 @@ def _last_published(settings: Settings, h: SeriesHealth) -> tuple[pd.DataFrame, 
                              pred.input_last_ts, points)
 
 
-def collect_one(store: CandleStore, settings: Settings, h: SeriesHealth) -> SeriesState:
+def collect_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int,
+                health: SeriesHealth | None = None) -> SeriesState:
     """Publish's view of one series: its health (from the status picture) plus candles and model."""
+    h = health or read_series(store, settings, symbol, tf, now_ms)
     if h.from_store:
         candles = store.tail(h.symbol, h.timeframe, h.policy.served_candles)
         forecast = h.forecast
@@ -203,4 +205,4 @@ def collect_series(store: CandleStore, settings: Settings, now_ms: int,
     last known times and shows what the last publish showed, as long as its freshness allows.
     """
     picture = picture or build_status(settings, now_ms=now_ms, store=store)
-    return [collect_one(store, settings, h) for h in picture.series]
+    return [collect_one(store, settings, h.symbol, h.timeframe, now_ms, h) for h in picture.series]
