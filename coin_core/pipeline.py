@@ -16,9 +16,12 @@ from .storage import open_store
 if TYPE_CHECKING:
     from .publish import PublishReport
 
-__all__ = ["CycleReport", "run_train", "run_forecast", "run_publish", "run_cycle"]
+__all__ = ["CycleReport", "NO_CANDLES", "run_train", "run_forecast", "run_publish", "run_cycle"]
 
 log = logging.getLogger(__name__)
+
+#: The result of a series with nothing stored: no model, no forecast and no status file for it.
+NO_CANDLES = "no candles stored: run `coin-predict ingest` first"
 
 
 class CycleReport(BaseModel):
@@ -33,9 +36,14 @@ def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timef
     """Fit and register the champion spec for every series; returns series -> version or reason."""
     from .forecast.training import train_series
 
+    settings = settings.narrowed(symbols, timeframes)
+    lookback = settings.check_lookback(lookback)
     results: dict[str, str] = {}
     with open_store(settings) as store:
-        for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
+        for symbol, tf in settings.predicted_series():
+            if store.count(symbol, tf) == 0:
+                results[f"{symbol} {tf}"] = NO_CANDLES
+                continue
             try:
                 result = train_series(store, settings, symbol, tf, lookback=lookback)
             except (ModelError, DataValidationError) as exc:  # one series' failure never stops the others
@@ -47,12 +55,18 @@ def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timef
 
 def run_forecast(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None = None,
                  timeframes: Iterable[str] | None = None) -> dict[str, str]:
-    """Forecast every predicted series from its latest closed candle; returns series -> status."""
+    """Forecast every predicted series from its latest closed candle; returns series -> status.
+
+    A series with no stored candle is reported as :data:`NO_CANDLES` and leaves no status record.
+    """
     from .forecast.predict import forecast_series
 
     results: dict[str, str] = {}
     with open_store(settings) as store:
         for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
+            if store.count(symbol, tf) == 0:
+                results[f"{symbol} {tf}"] = NO_CANDLES
+                continue
             outcome = forecast_series(store, settings, symbol, tf, now_ms=now_ms)
             results[f"{symbol} {tf}"] = outcome.status + (f" ({outcome.error})" if outcome.error else "")
     return results
@@ -65,12 +79,13 @@ def run_publish(settings: Settings, *, now_ms: int) -> "PublishReport":
         return publish_site(store, settings, now_ms=now_ms)
 
 
-def run_cycle(settings: Settings, *, timeframes: Iterable[str] | None = None, now_ms: int | None = None,
-              progress: Progress | None = None) -> CycleReport:
-    """ingest -> forecast -> publish, one causal chain in one process."""
+def run_cycle(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
+              now_ms: int | None = None, progress: Progress | None = None) -> CycleReport:
+    """ingest -> forecast (of ``symbols``/``timeframes``) -> publish (every configured series)."""
     began = time.monotonic()
-    ingest = run_ingest(settings, timeframes=timeframes, now_ms=now_ms, progress=progress)
+    settings.narrowed(symbols, timeframes)  # a bad selection fails before anything is fetched
+    ingest = run_ingest(settings, symbols=symbols, timeframes=timeframes, now_ms=now_ms, progress=progress)
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    forecasts = run_forecast(settings, now_ms=now, timeframes=timeframes)
+    forecasts = run_forecast(settings, now_ms=now, symbols=symbols, timeframes=timeframes)
     report = run_publish(settings, now_ms=now)
     return CycleReport(ingest=ingest, forecasts=forecasts, published_files=len(report.written), seconds=time.monotonic() - began)

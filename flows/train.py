@@ -17,6 +17,7 @@ from prefect.concurrency.sync import concurrency
 from coin_core.config import Settings
 from coin_core.forecast.specs import default_lookback
 from coin_core.forecast.training import champion_fit_key
+from coin_core.pipeline import NO_CANDLES
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, publish_table, train_row
@@ -44,6 +45,8 @@ def train_one(store: CandleStore, settings: Settings, symbol: str, tf: str, look
     if error is not None:
         return train_row(symbol, tf, None, False, error)
     key = key_state.result()
+    if key is None:  # nothing stored: a run asked for it must not end Completed with 0 models
+        return train_row(symbol, tf, None, False, f"{symbol} {tf}: {NO_CANDLES}")
     # Reuse a cached fit only while it is still the serving champion (not rolled back/corrupt).
     stale = key is not None and champion_fit_key(settings, symbol, tf) != key
     state = cached(train_task, key, refresh=stale)(store, settings, symbol, tf, lookback, cache_key=key, return_state=True)
@@ -54,13 +57,23 @@ def train_one(store: CandleStore, settings: Settings, symbol: str, tf: str, look
 @flow(name="train")
 def train_flow(symbols: list[str] | None = None, timeframes: list[str] | None = None,
                lookback: int | None = None) -> list[dict[str, object]]:
-    """Fit every predicted series (``lookback`` candles; default: the timeframe's training window)."""
+    """Fit the champion model of every predicted series, one train run at a time.
+
+    Args:
+        symbols: Symbols to train, a subset of TARGET_SYMBOLS such as ["BTC/USDT"] (unset: all
+            configured). A symbol that is not configured, or has no stored candle, fails the run.
+        timeframes: Timeframes to train, a subset of INGEST_TIMEFRAMES among 1h, 1d, 1w, 1M
+            (1m is never predicted; unset: all configured).
+        lookback: Train on the latest N candles, N at least the timeframe's min samples (168 for
+            1h) and at most 5,000,000 (unset: the timeframe's training window, a year of 1h).
+    """
     settings = flow_settings(symbols, timeframes)
+    lookback = settings.check_lookback(lookback)
     run_id = runtime.flow_run.id
     prepare_train_limit(str(run_id) if run_id else None)
     with concurrency(TRAIN_LIMIT, occupy=1, timeout_seconds=TRAIN_WAIT_S):
         with open_store(settings) as store:
-            rows = [train_one(store, settings, s, tf, lookback) for s, tf in settings.series(predicted_only=True)]
+            rows = [train_one(store, settings, s, tf, lookback) for s, tf in settings.predicted_series()]
     publish_table(artifact_key("train", "summary"), rows,
                   f"Train: {len(rows)} series, {sum(1 for r in rows if r['status'] == 'trained')} fitted, "
                   f"{sum(1 for r in rows if r['cached'])} reused from cache.")
