@@ -35,12 +35,27 @@ _EXCHANGE_ID = re.compile(r"[a-z][a-z0-9_]{1,31}")
 _SECRET_FIELDS = ("exchange_api_key", "exchange_secret", "influxdb_token", "influxdb_password")
 
 
+def _named(name: str, error: ConfigError) -> ConfigError:
+    """The error of one entry, prefixed with the setting or selection it came from."""
+    return ConfigError(f"{name}: {error}")
+
+
 def _timeframes(value: Any, name: str) -> list[Timeframe]:
     items = value.split(",") if isinstance(value, str) else list(value)
-    parsed = list(dict.fromkeys(parse_timeframe(i) for i in items if not isinstance(i, str) or i.strip()))
+    try:
+        parsed = list(dict.fromkeys(parse_timeframe(i) for i in items if not isinstance(i, str) or i.strip(" \t")))
+    except ConfigError as exc:
+        raise _named(name, exc) from None
     if not parsed:
         raise ConfigError(f"{name} is empty: name at least one timeframe, e.g. 1h")
     return parsed
+
+
+def _symbols(value: Any, name: str) -> list[str]:
+    try:
+        return parse_symbols(value, name=name)
+    except ConfigError as exc:
+        raise exc if "is empty" in str(exc) else _named(name, exc) from None
 
 
 def _http_url(name: str, value: str) -> str:
@@ -126,7 +141,7 @@ class Settings(BaseSettings):
     @field_validator("target_symbols", mode="before")
     @classmethod
     def _symbols(cls, value: Any) -> list[str]:
-        return parse_symbols(value)
+        return _symbols(value, "TARGET_SYMBOLS")
 
     @field_validator("ingest_timeframes", mode="before")
     @classmethod
@@ -143,7 +158,10 @@ class Settings(BaseSettings):
                 raise ConfigError(f"TIMEFRAME_POLICY is not valid JSON: {exc}") from None
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
             raise ConfigError('TIMEFRAME_POLICY must be a JSON object of objects, e.g. {"1h": {"horizon": 48}}')
-        return {parse_timeframe(str(k)): v for k, v in value.items()}
+        try:
+            return {parse_timeframe(str(k)): v for k, v in value.items()}
+        except ConfigError as exc:
+            raise _named("TIMEFRAME_POLICY", exc) from None
 
     @field_validator("exchange_id", mode="before")
     @classmethod
@@ -240,7 +258,7 @@ class Settings(BaseSettings):
         """
         update: dict[str, Any] = {}
         if symbols is not None:
-            update["target_symbols"] = _subset(parse_symbols(symbols, name="the symbols selection"),
+            update["target_symbols"] = _subset(_symbols(symbols, "the symbols selection"),
                                                self.target_symbols, "TARGET_SYMBOLS")
         if timeframes is not None:
             update["ingest_timeframes"] = _subset(_timeframes(timeframes, "the timeframes selection"),

@@ -68,12 +68,13 @@ def train_flow(symbols: list[str] | None = None, timeframes: list[str] | None = 
             1h) and at most 5,000,000 (unset: the timeframe's training window, a year of 1h).
     """
     settings = flow_settings(symbols, timeframes)
+    series = settings.predicted_series()  # impossible parameters fail the run before any task
     lookback = settings.check_lookback(lookback)
     run_id = runtime.flow_run.id
     prepare_train_limit(str(run_id) if run_id else None)
     with concurrency(TRAIN_LIMIT, occupy=1, timeout_seconds=TRAIN_WAIT_S):
         with open_store(settings) as store:
-            rows = [train_one(store, settings, s, tf, lookback) for s, tf in settings.predicted_series()]
+            rows = [train_one(store, settings, s, tf, lookback) for s, tf in series]
     publish_table(artifact_key("train", "summary"), rows,
                   f"Train: {len(rows)} series, {sum(1 for r in rows if r['status'] == 'trained')} fitted, "
                   f"{sum(1 for r in rows if r['cached'])} reused from cache.")
