@@ -292,6 +292,11 @@ class Settings(BaseSettings):
             found += [v for v in (parts.username, parts.password) if v]
         return found
 
+    def __repr_args__(self) -> Any:
+        """repr() (a log line, a traceback, a task parameter) never shows URL credentials."""
+        for key, value in super().__repr_args__():
+            yield key, redact_url(value) if str(key).endswith("_url") and isinstance(value, str) else value
+
     def redacted(self) -> dict[str, Any]:
         """Settings safe to log: secrets masked, URLs stripped of credentials."""
         data = self.model_dump(mode="json")

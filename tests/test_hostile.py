@@ -255,7 +255,8 @@ def test_ascii_lists_are_normalised(edge: Edge, name: str, raw: str, parsed: lis
 def test_url_credentials_accepted_and_redacted(edge: Edge, name: str) -> None:
     code, out, err = edge.run("config", **{name: f"http://admin:{SECRET}@127.0.0.1:9/base"})
     assert code == 0 and json.loads(out)[name.lower()] == "http://***@127.0.0.1:9/base"
-    edge.no_secret(out + err)
+    edge.no_secret(out + err + repr(load_settings()) + str(load_settings()))
+    assert SECRET in load_settings().secret_values()  # what every redaction is fed
 
 
 @pytest.mark.parametrize("argv, what", [
