@@ -263,6 +263,10 @@ class Settings(BaseSettings):
         if timeframes is not None:
             update["ingest_timeframes"] = _subset(_timeframes(timeframes, "the timeframes selection"),
                                                   self.ingest_timeframes, "INGEST_TIMEFRAMES")
+        return self.with_updates(**update)
+
+    def with_updates(self, **update: Any) -> "Settings":
+        """A copy with ``update`` applied and validated like a fresh load (``model_copy`` is not)."""
         try:
             return type(self).model_validate({**self.model_dump(), **update})
         except ValidationError as exc:

@@ -291,6 +291,7 @@ BAD_FLAGS: list[tuple[tuple[str, ...], str]] = [
     (("exchange", "--port", "99999"), "--port"), (("exchange", "--port", "0"), "--port"),
     (("exchange", "--port", "http"), "--port"), (("demo", "--serve", "70000"), "--serve"),
     (("demo", "--lookback-days", "0"), "--lookback-days"),
+    (("demo", "--lookback-days", "99999999"), "lookback_days"),
     (("publish", "--symbols", "BTC/USDT"), "unrecognized"), (("explode",), "invalid choice"),
     ((), "required"),
 ]
