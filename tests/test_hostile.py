@@ -288,7 +288,7 @@ BAD_FLAGS: list[tuple[tuple[str, ...], str]] = [
     (("train", "--symbols", "DOGE/USDT"), "not in TARGET_SYMBOLS"),
     (("forecast", "--symbols", "DOGE/USDT"), "not in TARGET_SYMBOLS"),
     (("forecast", "--timeframes", "1d"), "not in INGEST_TIMEFRAMES"),
-    (("exchange", "--port", "99999"), "--port"), (("exchange", "--port", "0"), "--port"),
+    (("exchange", "--port", "99999"), "--port"), (("exchange", "--port", "-1"), "--port"),
     (("exchange", "--port", "http"), "--port"), (("demo", "--serve", "70000"), "--serve"),
     (("demo", "--lookback-days", "0"), "--lookback-days"),
     (("demo", "--lookback-days", "99999999"), "lookback_days"),
@@ -418,7 +418,7 @@ def test_help_is_plain_text_with_defaults_and_examples(capsys: pytest.CaptureFix
         text = capsys.readouterr().out
         assert example in text and "../" not in text, name
         if name == "exchange":
-            assert "default: 127.0.0.1" in text and "default: 8765" in text
+            assert "(default 127.0.0.1)" in text and "(default 8765)" in text
 
 
 def test_every_setting_and_its_bounds_are_documented() -> None:
