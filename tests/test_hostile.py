@@ -347,12 +347,13 @@ def test_exchange_url_credentials_never_reach_stderr_logs_or_state(world: World,
     {"INFLUXDB_TOKEN": f"{TOKEN}\n"}, {"INFLUXDB_PASSWORD": SECRET, "INFLUXDB_USERNAME": "admin"},
     {"INFLUXDB_URL": "http://admin:{SECRET}@127.0.0.1:{PORT}"},
 ])
-def test_unreachable_store_error_carries_no_secret(edge: Edge, env: dict[str, str]) -> None:
-    port = str(free_port())
+def test_unreachable_store_error_carries_no_secret(edge: Edge, silent_port: int, env: dict[str, str]) -> None:
+    """A listening store that never answers: the request (and its Authorization header) is sent."""
+    port = str(silent_port)
     env = {k: v.replace("{SECRET}", SECRET).replace("{PORT}", port) for k, v in env.items()}
     env.setdefault("INFLUXDB_URL", f"http://127.0.0.1:{port}")
-    err = edge.rejects(("status",), "InfluxDB", STORE="influxdb", INFLUXDB_TIMEOUT_S="2", **env)
-    assert "unreachable" in err
+    err = edge.rejects(("status",), "InfluxDB", STORE="influxdb", INFLUXDB_TIMEOUT_S="1", **env)
+    assert "unreachable" in err and "Timeout" in err, err
 
 
 @pytest.mark.parametrize("debug", [False, True])
@@ -384,6 +385,17 @@ def test_redaction_masks_every_form(secret: str, text: str) -> None:
             assert leak not in cleaned, cleaned
 
 
+@pytest.fixture(scope="module")
+def silent_port() -> Iterator[int]:
+    """A TCP port that accepts connections (kernel backlog) and never answers."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
 # ---- the real entry point, in its own process ---------------------------------------------------
 
 @pytest.mark.parametrize("env, argv, fragment", [
@@ -391,13 +403,15 @@ def test_redaction_masks_every_form(secret: str, text: str) -> None:
     ({"DATA_DIR": "/etc/passwd"}, ["cycle"], "DATA_DIR"),
     ({"EXCHANGE_TIMEOUT_S": "inf"}, ["cycle"], "EXCHANGE_TIMEOUT_S"),
     ({"TARGET_SYMBOLS": "btc/uſdt"}, ["cycle"], "invalid symbol"),
-    ({"INFLUXDB_TOKEN": f"{TOKEN}\n", "STORE": "influxdb", "INFLUXDB_URL": "http://127.0.0.1:{PORT}"}, ["status"], "unreachable"),
+    ({"INFLUXDB_TOKEN": f"{TOKEN}\n", "STORE": "influxdb", "INFLUXDB_URL": "http://127.0.0.1:{PORT}",
+      "INFLUXDB_TIMEOUT_S": "1"}, ["status"], "unreachable"),
     ({}, ["exchange", "--port", "99999"], "--port"),
 ])
-def test_real_process_one_line_exit_2(world: World, env: dict[str, str], argv: list[str], fragment: str) -> None:
+def test_real_process_one_line_exit_2(world: World, silent_port: int, env: dict[str, str], argv: list[str],
+                                     fragment: str) -> None:
     before = snapshot(world.data, world.public)
     full = {k: v for k, v in os.environ.items() if not k.upper().startswith(_ENV_PREFIXES)}
-    full.update(world.env(), PYTHONPATH=str(REPO), **{k: v.replace("{PORT}", str(free_port())) for k, v in env.items()})
+    full.update(world.env(), PYTHONPATH=str(REPO), **{k: v.replace("{PORT}", str(silent_port)) for k, v in env.items()})
     done = subprocess.run([sys.executable, "-m", "coin_core.cli", *argv], cwd=world.root, env=full,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, (done.stdout, done.stderr)
