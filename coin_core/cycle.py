@@ -32,6 +32,7 @@ from .exchange import ExchangeClient
 from .forecast.predict import PredictOutcome, forecast_series, short_error
 from .health import update_ingest_state
 from .ingest import IngestReport, Progress, SeriesReport, ingest_series
+from .redaction import redact
 from .storage import CandleStore
 from .timeframes import Timeframe
 
@@ -98,7 +99,7 @@ def ingest_one(store: CandleStore, client: ExchangeClient, settings: Settings, s
     try:
         return ingest_series(store, client, settings, symbol, tf, now_ms=now_ms, progress=progress)
     except CoinPredictError as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = redact(f"{type(exc).__name__}: {exc}", settings.secret_values())
         log.error("ingest of %s %s failed: %s", symbol, tf, error)
         _record_error(settings, symbol, tf, error)
         if strict:

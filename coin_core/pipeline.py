@@ -17,9 +17,12 @@ if TYPE_CHECKING:
     from .forecast.training import TrainResult
     from .publish import PublishReport
 
-__all__ = ["CycleReport", "train_one", "run_train", "run_forecast", "run_publish", "run_cycle"]
+__all__ = ["CycleReport", "NO_CANDLES", "train_one", "run_train", "run_forecast", "run_publish", "run_cycle"]
 
 log = logging.getLogger(__name__)
+
+#: The result of a series with nothing stored: no model, no forecast and no status file for it.
+NO_CANDLES = "no candles stored: run `coin-predict ingest` first"
 
 
 class CycleReport(BaseModel):
@@ -44,9 +47,14 @@ def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timef
     """Fit and register the champion spec for every series; returns series -> version or reason."""
     from .forecast.training import train_series
 
+    settings = settings.narrowed(symbols, timeframes)
+    lookback = settings.check_lookback(lookback)
     results: dict[str, str] = {}
     with open_store(settings) as store:
-        for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
+        for symbol, tf in settings.predicted_series():
+            if store.count(symbol, tf) == 0:
+                results[f"{symbol} {tf}"] = NO_CANDLES
+                continue
             try:
                 result = train_series(store, settings, symbol, tf, lookback=lookback)
             except (ModelError, DataValidationError) as exc:  # one series' failure never stops the others
@@ -58,12 +66,18 @@ def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timef
 
 def run_forecast(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None = None,
                  timeframes: Iterable[str] | None = None) -> dict[str, str]:
-    """Forecast every predicted series from its latest closed candle; returns series -> status."""
+    """Forecast every predicted series from its latest closed candle; returns series -> status.
+
+    A series with no stored candle is reported as :data:`NO_CANDLES` and leaves no status record.
+    """
     from .forecast.predict import forecast_series
 
     results: dict[str, str] = {}
     with open_store(settings) as store:
         for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
+            if store.count(symbol, tf) == 0:
+                results[f"{symbol} {tf}"] = NO_CANDLES
+                continue
             outcome = forecast_series(store, settings, symbol, tf, now_ms=now_ms)
             results[f"{symbol} {tf}"] = outcome.status + (f" ({outcome.error})" if outcome.error else "")
     return results
@@ -83,8 +97,9 @@ def run_cycle(settings: Settings, *, symbols: Iterable[str] | None = None, timef
     from .cycle import run_series
 
     began = time.monotonic()
+    chosen = settings.narrowed(symbols, timeframes)  # a bad selection fails before anything is fetched
     with open_store(settings) as store:
-        run = run_series(store, settings.narrowed(symbols, timeframes), now_ms=now_ms, progress=progress)
+        run = run_series(store, chosen, now_ms=now_ms, progress=progress)
         from .publish import publish_site
 
         report = publish_site(store, settings, now_ms=run.now_ms)

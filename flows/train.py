@@ -23,6 +23,7 @@ from prefect.concurrency.sync import concurrency
 from coin_core.config import Settings
 from coin_core.forecast.specs import default_lookback
 from coin_core.forecast.training import champion_fit_key
+from coin_core.pipeline import NO_CANDLES
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, publish_table, train_row
@@ -50,8 +51,10 @@ def _key(store: CandleStore, settings: Settings, symbol: str, tf: str, lookback:
     if error is not None:
         return None, False, error
     key = key_state.result()
+    if key is None:  # nothing stored: a run asked for it must not end Completed with 0 models
+        return None, False, f"{symbol} {tf}: {NO_CANDLES}"
     # Reuse a cached fit only while it is still the serving champion (not rolled back/corrupt).
-    return key, key is not None and champion_fit_key(settings, symbol, tf) != key, None
+    return key, champion_fit_key(settings, symbol, tf) != key, None
 
 
 @flow(name="fit-series")
@@ -77,8 +80,19 @@ def fit_series_flow(symbols: list[str] | None = None, timeframes: list[str] | No
 @flow(name="train")
 def train_flow(symbols: list[str] | None = None, timeframes: list[str] | None = None,
                lookback: int | None = None) -> list[dict[str, object]]:
-    """Fit every predicted series (``lookback`` candles; default: the timeframe's training window)."""
+    """Fit the champion model of every predicted series, one train run at a time.
+
+    Args:
+        symbols: Symbols to train, a subset of TARGET_SYMBOLS such as ["BTC/USDT"] (unset: all
+            configured). A symbol that is not configured, or has no stored candle, fails the run.
+        timeframes: Timeframes to train, a subset of INGEST_TIMEFRAMES among 1h, 1d, 1w, 1M
+            (1m is never predicted; unset: all configured).
+        lookback: Train on the latest N candles, N at least the timeframe's min samples (168 for
+            1h) and at most 5,000,000 (unset: the timeframe's training window, a year of 1h).
+    """
     settings = flow_settings(symbols, timeframes)
+    settings.predicted_series()  # impossible parameters fail the run before any task
+    lookback = settings.check_lookback(lookback)
     with recorded_run(settings, "train"):
         return _train(settings, symbols, timeframes, lookback)
 
