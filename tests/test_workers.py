@@ -25,11 +25,13 @@ def two_workers(prefect_server: Server, deployed: dict[str, Any],  # noqa: F811
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Two process workers sharing one store, one site and one exchange (one machine)."""
     site = tmp_path_factory.mktemp("two-workers")
-    with SimExchange(("BTC/USDT", "ETH/USDT")) as sim:
+    # A slow exchange (4 s a round trip) keeps each run live for tens of seconds, so the runs the
+    # two workers start overlap even when a flow process takes half a minute to start.
+    with SimExchange(("BTC/USDT", "ETH/USDT"), latency_s=4.0) as sim:
         env = {k: v for k, v in prefect_server.env.items() if not k.startswith(("TARGET_", "INGEST_", "EXCHANGE_", "INFLUXDB_"))}
         env.update({
             "COIN_PREDICT_HOME": str(REPO), "STORE": "sqlite", "DATA_DIR": str(site / "data"),
-            "PUBLIC_DIR": str(site / "public"), "EXCHANGE_API_URL": sim.base_url,
+            "PUBLIC_DIR": str(site / "public"), "EXCHANGE_API_URL": sim.base_url, "EXCHANGE_TIMEOUT_S": "30",
             "TIMEFRAME_POLICY": '{"1h": {"lookback_days": 14}}',
         })
         procs = [prefect_server.spawn([str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process",
