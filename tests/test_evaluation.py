@@ -167,3 +167,19 @@ def test_parallel_and_serial_give_the_same_scores(short_settings: Settings, fore
     assert serial.workers == 1 and parallel.workers == 2
     assert parallel.scores == serial.scores and parallel.origins == serial.origins
     assert {k: v.model_dump() for k, v in parallel.bands.items()} == {k: v.model_dump() for k, v in serial.bands.items()}
+
+
+@pytest.mark.parametrize("spec", [NAIVE, ETS, ModelSpec(name="prophet", params={"daily_seasonality": True})])
+def test_predict_many_equals_one_predict_per_origin(spec: ModelSpec) -> None:
+    """The evaluation's batched predictions are exactly what production's predict returns."""
+    from coin_core.forecast import make_model
+    from tests.fixtures.forecast_fixtures import walk_history
+
+    history = walk_history("1h", 400, LATEST)
+    model = make_model(spec).fit(history.iloc[:300])
+    requests = []
+    for end in (300, 320, 333, 400):
+        recent = history.iloc[end - 8:end]
+        requests.append(([add(int(recent["ts"].iloc[-1]), "1h", k) for k in range(1, 7)], recent))
+    for batched, (targets, recent) in zip(model.predict_many(requests), requests):
+        pd.testing.assert_frame_equal(batched, model.predict(targets, recent=recent), rtol=1e-9)
