@@ -131,7 +131,11 @@ class ProphetModel(Model):
             _quiet_prophet()
             from prophet.serialize import model_from_json
 
-            self._cache = (state, model_from_json(json.dumps(state["prophet"])))
+            m = model_from_json(json.dumps(state["prophet"]))
+            # the spec decides, not the artifact: champions fitted when 200 was the default stop
+            # sampling a band nobody serves any more
+            m.uncertainty_samples = int(self.spec.params.get("uncertainty_samples", DEFAULT_SAMPLES))
+            self._cache = (state, m)
         return self._cache[1]
 
     def _predict(self, state: dict[str, Any], target_ts: np.ndarray, recent: pd.DataFrame | None) -> pd.DataFrame:
