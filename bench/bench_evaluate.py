@@ -41,9 +41,9 @@ from coin_core.evaluation.specs import BASELINE_SPECS, CHALLENGER_SPECS, candida
 from coin_core.storage.sqlite import SQLiteStore  # noqa: E402
 from coin_core.symbols import slug  # noqa: E402
 
-# ../shared beside the checkout (a worktree under /work/wt/ finds it one level further up)
-MARKET = next((p for p in (REPO.parent / "shared" / "data" / "market", REPO.parents[1] / "shared" / "data" / "market")
-               if p.is_dir()), REPO.parent / "shared" / "data" / "market")
+# $COIN_PREDICT_SHARED, else ../shared beside the checkout (a worktree under /work/wt/ finds it one level up)
+MARKET = Path(os.environ.get("COIN_PREDICT_SHARED") or next(
+    (p for p in (REPO.parent / "shared", REPO.parents[1] / "shared") if p.is_dir()), REPO.parent / "shared")) / "data" / "market"
 DEFAULT_SERIES = ("BTC/USDT:1h", "ETH/USDT:1h", "BTC/USDT:1d", "ETH/USDT:1d")
 BASELINES = {s.name for s in BASELINE_SPECS}
 GATE_MASE, GATE_COV80 = 1.0, (0.75, 0.85)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -34,8 +35,8 @@ from coin_core.forecast import ModelSpec, make_model, shared_spec  # noqa: E402
 from coin_core.forecast.bands import BandOutcome, fit_bands, save_band_state, serve_bands  # noqa: E402
 from coin_core.timeframes import add  # noqa: E402
 
-MARKET = next((p for p in (REPO.parent / "shared" / "data" / "market", REPO.parents[1] / "shared" / "data" / "market")
-               if p.is_dir()), REPO.parent / "shared" / "data" / "market")
+MARKET = Path(os.environ.get("COIN_PREDICT_SHARED") or next(
+    (p for p in (REPO.parent / "shared", REPO.parents[1] / "shared") if p.is_dir()), REPO.parent / "shared")) / "data" / "market"
 
 
 def main() -> None:
