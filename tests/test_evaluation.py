@@ -208,5 +208,6 @@ def test_evaluate_command_prints_a_line_per_model(eval_env: Settings, capsys: py
     assert any("model=naive" in line and "mase=1.0" in line for line in lines)
     assert main(["evaluate", "--symbols", "ETH/USDT", "--origins", "50"]) == 1  # insufficient, no crash
     assert "status=insufficient_data" in capsys.readouterr().out
-    assert main(["evaluate", "--symbols", "BTC/USDT", "--origins", "0"]) == 2
-    assert "origins" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:  # argparse refuses it before anything runs
+        main(["evaluate", "--symbols", "BTC/USDT", "--origins", "0"])
+    assert bad.value.code == 2 and "--origins" in capsys.readouterr().err
