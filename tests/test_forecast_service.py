@@ -207,8 +207,6 @@ def test_artifact_metadata_is_complete(settings: Settings, forecast_store: SQLit
 
 
 def test_forecast_runs_older_than_the_retention_are_pruned(settings: Settings, forecast_store: SQLiteStore) -> None:
-    import sqlite3
-
     _fill(forecast_store, 200)
     settings = settings.model_copy(update={"forecast_retention_days": 2})
     day = 86_400_000
@@ -216,8 +214,7 @@ def test_forecast_runs_older_than_the_retention_are_pruned(settings: Settings, f
         old = forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 3_600_000 - k * day)
         assert old.status == "ok"
     forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 3_600_000)
-    with sqlite3.connect(forecast_store.path) as conn:
-        issued = [r[0] for r in conn.execute("SELECT issued_at FROM forecasts ORDER BY issued_at")]
+    issued = sorted({f.issued_at for f in forecast_store.read_forecasts(SYM, "1h")})
     assert issued == [LATEST + 3_600_000 - day, LATEST + 3_600_000]
 
 
