@@ -63,6 +63,17 @@ class Settings(BaseSettings):
 
     forecast_retention_days: int = Field(default=90, ge=1, description="stored forecast runs kept")
 
+    # Model lifecycle: promotion gate, live track record, demotion, retrain triggers
+    gate_max_mase: float = Field(default=1.0, gt=0, description="a candidate must tie or beat naive")
+    gate_coverage80_min: float = Field(default=0.75, ge=0, le=1)
+    gate_coverage80_max: float = Field(default=0.85, ge=0, le=1)
+    gate_min_live_points: int = Field(default=48, ge=1, description="live points on common origins before they count")
+    demote_window_points: int = Field(default=168, ge=1, description="champion's latest live points judged")
+    demote_max_mase: float = Field(default=1.0, gt=0, description="live MASE above this over the window demotes")
+    retrain_max_age_days: float = Field(default=7.0, gt=0, description="champion age that triggers a retrain")
+    retrain_new_candles: int = Field(default=168, ge=1, description="new candles since the fit that trigger one")
+    retrain_drift_delta: float = Field(default=0.002, gt=0, lt=1, description="ADWIN confidence on band misses")
+
     # Publishing
     public_dir: Path = Path("public")
     site_title: str = "Coin Predict"
@@ -96,6 +107,8 @@ class Settings(BaseSettings):
                 "ENABLE_MULTI_TIMEFRAMES=true (the default operating set is 1h only)"
             )
         self.policies  # validates overrides now, not at first use
+        if self.gate_coverage80_min > self.gate_coverage80_max:
+            raise ConfigError("GATE_COVERAGE80_MIN is above GATE_COVERAGE80_MAX")
         return self
 
     @property
