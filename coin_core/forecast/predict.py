@@ -71,7 +71,11 @@ def short_error(exc: BaseException, limit: int = 200) -> str:
 
 
 def ensure_champion(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> bool:
-    """Bootstrap a series that has no champion: register the baselines, naive serves. True if done here."""
+    """Bootstrap a series that has no champion: register the baselines, naive serves. True if done here.
+
+    First finishes any champion change a killed run left half-done (``registry.settle``).
+    """
+    registry.settle(settings, symbol, tf)
     found = registry.registered(settings, symbol, tf)
     if any(m.role == "champion" for m in found):
         return False

@@ -42,7 +42,7 @@ from .locks import series_lock
 
 __all__ = [
     "KEEP_VERSIONS", "BASELINES", "RegistryState", "ChampionPointer", "RegisteredModel", "series_dir",
-    "artifact_path", "events_path", "register", "promote", "rollback", "demote", "record_rejection", "recover",
+    "artifact_path", "events_path", "register", "promote", "rollback", "demote", "record_rejection", "recover", "settle",
     "read_pointer",
     "registered", "model_events", "champion_metadata", "champion_summary", "load_champion", "load_version",
     "list_versions",
@@ -194,6 +194,15 @@ def recover(settings: Settings, symbol: str, tf: Timeframe) -> RegistryState:
     if missed:
         _write_state(settings, symbol, tf, state)
     return state
+
+
+def settle(settings: Settings, symbol: str, tf: Timeframe) -> None:
+    """Finish a change a killed run left half-done; a cheap read when there is none."""
+    state = read_pointer(settings, symbol, tf)
+    events = model_events(settings, symbol, tf)
+    if events and (state is None or state.event_seq < events[-1].seq):
+        with _changing(settings, symbol, tf, REGISTER_WAIT_S):
+            pass
 
 
 @contextmanager
