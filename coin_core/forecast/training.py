@@ -83,17 +83,22 @@ def fit_cache_key(symbol: str, tf: Timeframe, first_ts: int, last_ts: int, row_c
     return f"fit-{slug(symbol)}-{tf}-{hashlib.sha256(raw.encode()).hexdigest()[:24]}"
 
 
-def data_range(store: CandleStore, symbol: str, tf: Timeframe, lookback: int | None = None) -> DataRange | None:
-    """The training window: the last ``lookback`` candle slots before the latest stored one."""
+def data_range(
+    store: CandleStore, symbol: str, tf: Timeframe, lookback: int | None = None, end: int | None = None,
+) -> DataRange | None:
+    """The training window: the last ``lookback`` candle slots up to ``end`` (default: the latest
+    stored candle). A rolling-origin evaluation passes ``end`` to train as production would have.
+    """
     bounds = store.bounds(symbol, tf)
     if bounds is None:
         return None
-    start = None if lookback is None else add(bounds[1], tf, -(max(1, lookback) - 1))
-    first_page = next(store.iter_candles(symbol, tf, start, bounds[1], chunk_size=1), None)
+    last = bounds[1] if end is None else min(int(end), bounds[1])
+    start = None if lookback is None else add(last, tf, -(max(1, lookback) - 1))
+    first_page = next(store.iter_candles(symbol, tf, start, last, chunk_size=1), None)
     if first_page is None:
         return None
     first = int(first_page["ts"].iloc[0])
-    return DataRange(first, bounds[1], store.count(symbol, tf, first, bounds[1]))
+    return DataRange(first, last, store.count(symbol, tf, first, last))
 
 
 def read_history(store: CandleStore, symbol: str, tf: Timeframe, rng: DataRange, chunk_size: int = TRAIN_CHUNK) -> pd.DataFrame:

@@ -1,0 +1,248 @@
+"""Calibrated, model-agnostic 50 % and 80 % bands from each model's own realised errors.
+
+Every model's point forecast gets its bands from this one layer, so a band means the same thing
+whichever model serves:
+
+* **Scale that does not drift with price.** An error is the log return from the point forecast to
+  the realised close, divided by the series' recent volatility ``sigma`` (EWMA of one-step log
+  returns at the moment the forecast was issued): ``z = log(y / yhat) / sigma``. A band is then
+  ``yhat * exp(q * sigma_now)``, so it widens when the market does, at any price level.
+* **Per horizon step.** Step ``h`` keeps its own window of the last ``window`` normalised errors;
+  the band's edges are that window's empirical quantiles (a rolling split-conformal interval).
+* **Adaptive conformal inference** (Gibbs & Candès 2021): each step and level carries its own
+  miscoverage ``alpha_t``; after every realised outcome ``alpha_t += gamma * (alpha - miss)``, so a
+  band that keeps missing widens and one that always covers narrows, which holds the nominal
+  level through volatility breaks that a fixed window only catches up with slowly.
+* **Fallback.** A step with fewer than ``MIN_RESIDUALS`` errors uses a random-walk band
+  ``z_level * sigma * sqrt(h)`` on the same scale (``source="volatility"``), never the model's own.
+
+The state is a small JSON document per model and series (``DATA_DIR/bands/<SLUG>/<tf>/<model>.json``)
+written atomically; the evaluation engine seeds it from backtest errors and the live scorer
+updates it as candles close (``update_bands``). It also counts realised coverage, so each
+published band can state its level and how often it has held.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..config import Settings
+from ..errors import DataValidationError, ModelError
+from ..fsutil import atomic_write_text, safe_child
+from ..symbols import slug
+from ..timeframes import Timeframe, parse_timeframe
+
+__all__ = [
+    "LEVELS", "WINDOW", "GAMMA", "MIN_RESIDUALS", "VOL_ROWS", "BandOutcome", "LevelStats", "BandState",
+    "band_halflife", "sigma_of", "new_band_state", "fit_bands", "update_bands", "apply_bands",
+    "band_summary", "band_path", "save_band_state", "load_band_state",
+]
+
+LEVELS: tuple[float, ...] = (0.5, 0.8)
+WINDOW = 200  # errors kept per step: months of 1h origins, most of a year of 1d
+GAMMA = 0.02  # ACI step size (Gibbs & Candès use 0.005 over thousands of steps; ours are fewer)
+MIN_RESIDUALS = 10
+VOL_ROWS = 200  # closes apply_bands wants to estimate sigma (>= 4 half-lives of a 1h horizon)
+_ALPHA_FLOOR = 0.002
+BandSource = Literal["conformal", "volatility"]
+
+
+def band_halflife(horizon: int) -> float:
+    """EWMA half-life in candles: volatility over about one forecast horizon (at least 12)."""
+    return float(max(12, int(horizon)))
+
+
+def sigma_of(closes: np.ndarray | Sequence[float], halflife: float) -> float:
+    """EWMA standard deviation of one-step log returns of ``closes`` (its last value weighs most)."""
+    y = np.asarray(closes, dtype="float64")
+    y = y[np.isfinite(y) & (y > 0)]
+    if len(y) < 3:
+        raise ModelError("need at least 3 positive closes to estimate volatility")
+    r = np.diff(np.log(y))
+    weights = 0.5 ** (np.arange(len(r))[::-1] / halflife)
+    sigma = float(np.sqrt(np.sum(weights * r * r) / np.sum(weights)))
+    return max(sigma, 1e-8)  # a flat series must still give a (tiny) band, not a division by 0
+
+
+@dataclass(frozen=True)
+class BandOutcome:
+    """One realised forecast point: what the live scorer (or a backtest) feeds back.
+
+    ``covered`` maps a level to whether the band *served* at that level held; leave it empty and
+    the current state decides (an approximation for outcomes whose served band is unknown).
+    """
+
+    step: int
+    yhat: float
+    y: float
+    sigma: float
+    covered: dict[float, bool] | None = None
+
+
+class LevelStats(BaseModel):
+    """ACI miscoverage per step and realised coverage of one level."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: float = Field(gt=0, lt=1)
+    alpha_t: list[float]
+    scored: int = Field(default=0, ge=0)
+    covered: int = Field(default=0, ge=0)
+
+    @property
+    def coverage(self) -> float | None:
+        return self.covered / self.scored if self.scored else None
+
+
+class BandState(BaseModel):
+    """Everything the band layer learns for one model on one series (JSON-able)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = 1
+    model: str
+    horizon: int = Field(ge=1)
+    halflife: float = Field(gt=0)
+    window: int = Field(default=WINDOW, ge=MIN_RESIDUALS)
+    gamma: float = Field(default=GAMMA, ge=0, lt=1)
+    residuals: list[list[float]]  # per step (index h-1): normalised errors, oldest first
+    levels: list[LevelStats]
+    updated_at: int | None = None
+
+
+def new_band_state(model: str, horizon: int, *, window: int = WINDOW, gamma: float = GAMMA) -> BandState:
+    return BandState(
+        model=model, horizon=horizon, halflife=band_halflife(horizon), window=window, gamma=gamma,
+        residuals=[[] for _ in range(horizon)],
+        levels=[LevelStats(level=lv, alpha_t=[1 - lv] * horizon) for lv in LEVELS],
+    )
+
+
+def fit_bands(model: str, horizon: int, outcomes: Sequence[BandOutcome], **kwargs: float) -> BandState:
+    """A state learned from a batch of (backtest) outcomes, oldest first."""
+    return update_bands(new_band_state(model, horizon, **kwargs), outcomes)  # type: ignore[arg-type]
+
+
+def _edges(state: BandState, step: int, alpha: float) -> tuple[float, float] | None:
+    """Quantiles of step ``step``'s normalised errors for miscoverage ``alpha`` (None: too few)."""
+    window = state.residuals[step - 1]
+    if len(window) < MIN_RESIDUALS:
+        return None
+    z = np.asarray(window)
+    alpha = min(max(alpha, _ALPHA_FLOOR), 1.0)
+    lo = float(np.quantile(z, alpha / 2, method="lower"))
+    hi = float(np.quantile(z, 1 - alpha / 2, method="higher"))
+    return (lo, hi) if lo <= hi else (0.0, 0.0)
+
+
+def _band(state: BandState, stats: LevelStats, step: int, yhat: float, sigma: float) -> tuple[float, float]:
+    edges = _edges(state, step, stats.alpha_t[step - 1])
+    if edges is None:
+        half = NormalDist().inv_cdf(0.5 + stats.level / 2) * math.sqrt(step)
+        edges = (-half, half)
+    lo, hi = yhat * math.exp(edges[0] * sigma), yhat * math.exp(edges[1] * sigma)
+    return min(lo, yhat), max(hi, yhat)
+
+
+def update_bands(state: BandState, outcomes: Sequence[BandOutcome], now_ms: int | None = None) -> BandState:
+    """A new state after ``outcomes`` realised (oldest first); the input is left untouched."""
+    new = state.model_copy(deep=True)
+    for out in outcomes:
+        if not 1 <= out.step <= new.horizon:
+            raise DataValidationError(f"band outcome step {out.step} outside 1..{new.horizon}")
+        if not (out.y > 0 and out.yhat > 0 and out.sigma > 0):
+            raise DataValidationError("band outcome needs positive y, yhat and sigma")
+        for stats in new.levels:
+            covered = (out.covered or {}).get(stats.level)
+            if covered is None:
+                lo, hi = _band(new, stats, out.step, out.yhat, out.sigma)
+                covered = lo <= out.y <= hi
+            i = out.step - 1
+            stats.alpha_t[i] = min(max(stats.alpha_t[i] + new.gamma * ((1 - stats.level) - (not covered)), -0.5), 1.5)
+            stats.scored += 1
+            stats.covered += int(covered)
+        window = new.residuals[out.step - 1]
+        window.append(math.log(out.y / out.yhat) / out.sigma)
+        del window[: max(0, len(window) - new.window)]
+    if now_ms is not None:
+        new.updated_at = now_ms
+    return new
+
+
+def apply_bands(points: pd.DataFrame, state: BandState | None, recent_closes: np.ndarray | Sequence[float],
+                *, model: str = "", horizon: int | None = None) -> tuple[pd.DataFrame, float, BandSource]:
+    """``points`` (``ts``/``yhat``, step = row order) with 80 % and 50 % bands from ``state``.
+
+    Returns the frame (``yhat_lower``/``yhat_upper`` = 80 %, ``yhat_lower_50``/``yhat_upper_50``),
+    the sigma used (feed it back in each :class:`BandOutcome`) and the band's source.
+    """
+    steps = len(points)
+    state = state or new_band_state(model or "unknown", max(steps, horizon or 1))
+    if steps > state.horizon:
+        raise ModelError(f"band state covers {state.horizon} steps, forecast has {steps}")
+    sigma = sigma_of(recent_closes, state.halflife)
+    out = points.reset_index(drop=True).copy()
+    cols = {lv: ([], []) for lv in LEVELS}
+    for i, yhat in enumerate(out["yhat"].to_numpy(dtype="float64"), start=1):
+        if not yhat > 0:
+            raise ModelError("a calibrated band needs a positive point forecast")
+        for stats in state.levels:
+            lo, hi = _band(state, stats, i, float(yhat), sigma)
+            cols[stats.level][0].append(lo)
+            cols[stats.level][1].append(hi)
+    lo80, hi80 = np.array(cols[0.8][0]), np.array(cols[0.8][1])
+    lo50, hi50 = np.array(cols[0.5][0]), np.array(cols[0.5][1])
+    out["yhat_lower"], out["yhat_upper"] = np.minimum(lo80, lo50), np.maximum(hi80, hi50)  # nested
+    out["yhat_lower_50"], out["yhat_upper_50"] = lo50, hi50
+    calibrated = all(len(state.residuals[i]) >= MIN_RESIDUALS for i in range(steps))
+    return out, sigma, ("conformal" if calibrated else "volatility")
+
+
+def band_summary(state: BandState | None) -> dict[str, object]:
+    """What a published band states: each level and its realised coverage so far."""
+    if state is None:
+        return {"source": "volatility", "levels": [{"level": lv, "coverage": None, "scored": 0} for lv in LEVELS]}
+    calibrated = all(len(w) >= MIN_RESIDUALS for w in state.residuals)
+    return {
+        "source": "conformal" if calibrated else "volatility",
+        "levels": [{"level": s.level, "coverage": s.coverage, "scored": s.scored} for s in state.levels],
+    }
+
+
+# ---- persistence -----------------------------------------------------------------------------
+def band_path(settings: Settings, symbol: str, tf: Timeframe, model: str) -> Path:
+    root = Path(settings.data_dir) / "bands" / slug(symbol) / parse_timeframe(tf)
+    try:
+        return safe_child(root, f"{model}.json")
+    except ValueError as exc:
+        raise ModelError(f"invalid model name {model!r} for a band state") from exc
+
+
+def save_band_state(settings: Settings, symbol: str, tf: Timeframe, state: BandState) -> Path:
+    path = band_path(settings, symbol, tf, state.model)
+    atomic_write_text(path, state.model_dump_json())
+    return path
+
+
+def load_band_state(settings: Settings, symbol: str, tf: Timeframe, model: str) -> BandState | None:
+    """The stored state, None when there is none; a corrupt file is an error naming it."""
+    path = band_path(settings, symbol, tf, model)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataValidationError(f"band state {path} is unreadable: {exc}") from exc
+    try:
+        return BandState.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as exc:
+        raise DataValidationError(f"band state {path} is corrupt: {str(exc).splitlines()[0]}") from exc
