@@ -6,11 +6,16 @@ registry, so the registry can demand one without importing the evaluation machin
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..timeframes import Timeframe
 
-__all__ = ["GateDecision"]
+if TYPE_CHECKING:
+    from .registry import RegisteredModel
+
+__all__ = ["GateDecision", "bootstrap_decision"]
 
 
 class GateDecision(BaseModel):
@@ -32,3 +37,14 @@ class GateDecision(BaseModel):
     @property
     def summary(self) -> str:
         return "; ".join(self.reasons) or ("passed" if self.passed else "rejected")
+
+
+def bootstrap_decision(baseline: "RegisteredModel", now_ms: int) -> GateDecision:
+    """The gate's rule for a series without a champion: a baseline serves now, until a candidate
+    passes the gate (naive needs no expensive fit, so a fresh install serves on its first cycle)."""
+    if baseline.role != "baseline":
+        raise ValueError("only a baseline bootstraps a series")
+    meta = baseline.metadata
+    return GateDecision(symbol=meta.symbol, timeframe=meta.timeframe, decided_at=now_ms, candidate=meta.model_version,
+                        candidate_role="baseline", champion_before=None, passed=True, bootstrap=True,
+                        reasons=[f"no champion yet: the {meta.spec.name} baseline serves until a candidate passes the gate"])

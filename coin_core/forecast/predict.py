@@ -29,9 +29,9 @@ from ..health import PredictionHealth, read_prediction_health, write_prediction_
 from ..storage.base import CandleStore, Forecast
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, add, parse_timeframe
-from ..lifecycle.gate import bootstrap_decision
 from . import registry
 from .base import Model, ModelSpec
+from .decision import bootstrap_decision
 from .registry import RegisteredModel
 from .specs import default_lookback
 from .training import require_trained, train_series

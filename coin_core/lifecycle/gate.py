@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import Settings
-from ..forecast.decision import GateDecision
+from ..forecast.decision import GateDecision, bootstrap_decision
 from ..forecast.registry import RegisteredModel
 from .scorebook import ScoreBook, Skill
 
@@ -119,16 +119,6 @@ def decide(
     return GateDecision(symbol=meta.symbol, timeframe=meta.timeframe, decided_at=now_ms, candidate=meta.model_version,
                         candidate_role=candidate.role, champion_before=champion.version if champion else None,
                         passed=passed, reasons=reasons, metrics=metrics)
-
-
-def bootstrap_decision(baseline: RegisteredModel, now_ms: int) -> GateDecision:
-    """A series without a champion: a baseline serves now, until a candidate passes the gate."""
-    if baseline.role != "baseline":
-        raise ValueError("only a baseline bootstraps a series")
-    meta = baseline.metadata
-    return GateDecision(symbol=meta.symbol, timeframe=meta.timeframe, decided_at=now_ms, candidate=meta.model_version,
-                        candidate_role="baseline", champion_before=None, passed=True, bootstrap=True,
-                        reasons=[f"no champion yet: the {meta.spec.name} baseline serves until a candidate passes the gate"])
 
 
 def demotion(settings: Settings, book: ScoreBook, champion: RegisteredModel) -> dict[str, float | int | str | None] | None:
