@@ -71,13 +71,59 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
-@command("train", "Fit and register the champion model of every predicted series.",
+@command("train", "Fit every candidate model of each series, then evaluate, gate and publish (never an ungated swap).",
          "coin-predict train --symbols BTC/USDT --timeframes 1h --lookback 2000")
 def _train(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import run_train
 
-    for series, version in run_train(settings, symbols=_csv(args.symbols), timeframes=_csv(args.timeframes), lookback=args.lookback).items():
-        print(f"{series:<16} {version}")
+    failed = False
+    for series, report in run_train(settings, symbols=_csv(args.symbols), timeframes=_csv(args.timeframes), lookback=args.lookback).items():
+        fits = ", ".join(f"{name}: {status}" for name, status in report.fits.items())
+        gate = report.error or (f"gate {report.gate.status}: {report.gate.message}" if report.gate else "gate not run")
+        print(f"{series:<16} {fits}\n{'':<16} {gate} -> serving {report.gate.champion if report.gate else '?'}")
+        failed = failed or report.error is not None or any(v.startswith("failed") for v in report.fits.values())
+    return 1 if failed else 0
+
+
+@command("score", "Score stored forecasts whose target candle closed; demote a champion that lost to naive.",
+         "coin-predict score --timeframes 1h")
+def _score(args: argparse.Namespace, settings: Settings) -> int:
+    from .pipeline import run_score
+
+    for series, status in run_score(settings, now_ms=_now_ms(), symbols=_csv(args.symbols), timeframes=_csv(args.timeframes)).items():
+        print(f"{series:<16} {status}")
+    return 0
+
+
+@command("models", "List each series' champion, shadows, live track record and last gate decision.",
+         "coin-predict models --symbols BTC/USDT")
+def _models(args: argparse.Namespace, settings: Settings) -> int:
+    from .lifecycle.report import model_lines
+
+    for line in model_lines(settings.narrowed(_csv(args.symbols), _csv(args.timeframes))):
+        print(line)
+    return 0
+
+
+@command("events", "Print the model event log of a series (registered, promoted, rejected, rolled back, demoted).",
+         "coin-predict events --symbol BTC/USDT --timeframe 1h --limit 20")
+def _events(args: argparse.Namespace, settings: Settings) -> int:
+    from .lifecycle.report import event_lines
+
+    for line in event_lines(settings, args.symbol, args.timeframe, args.limit):
+        print(line)
+    return 0
+
+
+@command("rollback", "Serve a series' previous champion again (one step) and republish at once.",
+         "coin-predict rollback --symbol BTC/USDT --timeframe 1h --reason 'bad fit'")
+def _rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from .forecast.registry import rollback
+    from .pipeline import run_publish
+
+    event = rollback(settings, args.symbol, args.timeframe, actor="cli", reason=args.reason)
+    run_publish(settings, now_ms=_now_ms())
+    print(f"{args.symbol} {args.timeframe}: {event.champion_before} -> {event.champion_after} (rolled back, site republished)")
     return 0
 
 
@@ -158,11 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, example, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        if name in {"ingest", "train", "forecast", "cycle"}:
+        if name in {"ingest", "train", "forecast", "cycle", "score", "models"}:
             p.add_argument("--symbols", help="comma-separated symbols (default: TARGET_SYMBOLS)")
             p.add_argument("--timeframes", help="comma-separated timeframes (default: INGEST_TIMEFRAMES)")
         if name == "train":
             p.add_argument("--lookback", type=int, help="train on the latest N candles only")
+        if name in {"events", "rollback"}:
+            p.add_argument("--symbol", required=True, help="e.g. BTC/USDT")
+            p.add_argument("--timeframe", default="1h")
+        if name == "events":
+            p.add_argument("--limit", type=int, default=50, help="latest N events (default 50)")
+        if name == "rollback":
+            p.add_argument("--reason", default="operator rollback", help="recorded in the event log")
         if name == "exchange":
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=8765)

@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING, Iterable
 from pydantic import BaseModel
 
 from .config import Settings
-from .errors import DataValidationError, ModelError
 from .ingest import IngestReport, Progress, run_ingest
 from .storage import open_store
 
 if TYPE_CHECKING:
+    from .forecast.events import Actor
+    from .lifecycle.retrain import RetrainReport
     from .publish import PublishReport
 
-__all__ = ["CycleReport", "run_train", "run_forecast", "run_publish", "run_cycle"]
+__all__ = ["CycleReport", "run_train", "run_score", "run_forecast", "run_publish", "run_cycle"]
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +30,40 @@ class CycleReport(BaseModel):
 
 
 def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
-              lookback: int | None = None) -> dict[str, str]:
-    """Fit and register the champion spec for every series; returns series -> version or reason."""
-    from .forecast.training import train_series
+              lookback: int | None = None, actor: "Actor" = "cli", now_ms: int | None = None) -> dict[str, "RetrainReport"]:
+    """Fit every candidate of every series, then evaluate, gate and publish: never an ungated swap."""
+    from .lifecycle import open_scorebook
+    from .lifecycle.retrain import retrain_series
+
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    reports: dict[str, RetrainReport] = {}
+    with open_store(settings) as store:
+        book = open_scorebook(settings)
+        try:
+            for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
+                reports[f"{symbol} {tf}"] = retrain_series(store, settings, book, symbol, tf, lookback=lookback,
+                                                           actor=actor, now_ms=now)
+        finally:
+            book.close()
+    run_publish(settings, now_ms=now)
+    return reports
+
+
+def run_score(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None = None,
+              timeframes: Iterable[str] | None = None) -> dict[str, str]:
+    """Score realised candles of every series, then demote a champion whose live skill lost to naive."""
+    from .lifecycle import check_demotion, open_scorebook, score_series
 
     results: dict[str, str] = {}
     with open_store(settings) as store:
-        for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
-            try:
-                result = train_series(store, settings, symbol, tf, lookback=lookback)
-            except (ModelError, DataValidationError) as exc:  # one series' failure never stops the others
-                results[f"{symbol} {tf}"] = f"failed: {exc}"
-                continue
-            results[f"{symbol} {tf}"] = f"{result.status} {result.model_version or ''}".strip()
+        book = open_scorebook(settings)
+        try:
+            for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
+                report = score_series(store, settings, book, symbol, tf, now_ms=now_ms)
+                demoted = check_demotion(settings, book, symbol, tf, now_ms=now_ms)
+                results[f"{symbol} {tf}"] = f"{report.scored} point(s) scored" + (f", demoted to {demoted}" if demoted else "")
+        finally:
+            book.close()
     return results
 
 
@@ -71,6 +93,7 @@ def run_cycle(settings: Settings, *, timeframes: Iterable[str] | None = None, no
     began = time.monotonic()
     ingest = run_ingest(settings, timeframes=timeframes, now_ms=now_ms, progress=progress)
     now = now_ms if now_ms is not None else int(time.time() * 1000)
+    run_score(settings, now_ms=now, timeframes=timeframes)  # before forecasting: a demotion serves at once
     forecasts = run_forecast(settings, now_ms=now, timeframes=timeframes)
     report = run_publish(settings, now_ms=now)
     return CycleReport(ingest=ingest, forecasts=forecasts, published_files=len(report.written), seconds=time.monotonic() - began)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from typing import Any, Iterable
+from uuid import UUID
 
+from prefect import get_client, runtime
 from prefect.states import State
 
 from coin_core.config import Settings, load_settings
+from coin_core.forecast.events import Actor
 from coin_core.forecast.predict import short_error
 
-__all__ = ["SeriesFailed", "flow_settings", "state_error", "fail_if_any"]
+__all__ = ["SeriesFailed", "flow_settings", "state_error", "fail_if_any", "flow_actor"]
 
 
 class SeriesFailed(RuntimeError):
@@ -39,3 +44,18 @@ def fail_if_any(what: str, failures: dict[str, str]) -> None:
     if failures:
         listed = "; ".join(f"{name}: {error}" for name, error in failures.items())
         raise SeriesFailed(f"{len(failures)} {what} failed: {listed}")
+
+
+async def _auto_scheduled(run_id: str) -> bool:
+    async with get_client() as client:
+        return bool((await client.read_flow_run(UUID(run_id))).auto_scheduled)
+
+
+def flow_actor() -> Actor:
+    """Who started this run, for the model event log: its deployment's schedule, or an operator
+    (the UI, or ``prefect deployment run``) - every run a scheduler did not create."""
+    run_id = runtime.flow_run.id
+    if not run_id:
+        return "ui"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # inside the flow's event loop
+        return "schedule" if pool.submit(asyncio.run, _auto_scheduled(str(run_id))).result() else "ui"

@@ -36,6 +36,8 @@ EXPECTED = {  # deployment -> (cron, schedule active, parameters)
     "cycle-1w": ("10 0 * * 1", False, {"timeframe": "1w"}),
     "cycle-1M": ("15 0 1 * *", False, {"timeframe": "1M"}),
     "train": ("30 2 * * 1", True, {}),
+    "retrain-on-trigger": ("40 * * * *", True, {"triggered_only": True}),
+    "rollback": (None, None, {"timeframe": "1h"}),
     "ingest": (None, None, {}),
 }
 DEPLOYMENT_KEYS = {"name", "entrypoint", "description", "tags", "parameters", "schedules", "work_pool",

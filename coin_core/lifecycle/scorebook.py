@@ -175,6 +175,14 @@ class ScoreBook:
         rows = self._run(lambda c: c.execute(f"SELECT {_SKILL} FROM scores WHERE {where}{tail}", params).fetchall())
         return Skill.of(rows)
 
+    def forecasts_scored(self, symbol: str, tf: str, role: str | None = None) -> int:
+        """How many issued forecasts have at least one realised point scored."""
+        where, params = "symbol=? AND timeframe=?", [symbol, tf]
+        if role is not None:
+            where, params = where + " AND role=?", params + [role]
+        rows = self._run(lambda c: c.execute(f"SELECT COUNT(DISTINCT issued_at) FROM scores WHERE {where}", params).fetchall())
+        return int(rows[0][0])
+
     def versions(self, symbol: str, tf: str) -> list[tuple[str, str, str, int]]:
         """(model_version, role of its latest row, model, points scored), most recent first."""
         return [(str(v), str(r), str(m), int(n)) for v, r, m, n in self._run(lambda c: c.execute(
@@ -197,6 +205,12 @@ class ScoreBook:
         """Forget points of forecasts issued before ``issued_before`` (the forecast retention)."""
         self._run(lambda c: c.execute("DELETE FROM scores WHERE symbol=? AND timeframe=? AND issued_at < ?",
                                       (symbol, tf, int(issued_before))))
+
+    def __enter__(self) -> "ScoreBook":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
