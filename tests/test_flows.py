@@ -170,8 +170,10 @@ def test_retry_policy_is_io_only_with_whole_second_delays() -> None:
 
 
 def _train_rows(state: State) -> dict[str, dict[str, Any]]:
+    """One row per series and candidate model."""
     assert state.is_completed(), state.message
-    return _rows(state)
+    rows = _run(_artifact_rows(state.state_details.flow_run_id))
+    return {f"{row['series']} {row['model']}": row for row in rows}
 
 
 @pytest.mark.slow
@@ -180,11 +182,12 @@ def test_train_reuses_cached_fit_and_recomputes_a_deleted_result(
 ) -> None:
     assert ingest_flow(return_state=True).is_completed()
     first = _train_rows(train_flow(return_state=True))
+    assert len(first) == 8, "two series x four candidates (naive, drift, prophet, ets)"
     assert {r["status"] for r in first.values()} == {"trained"} and not any(r["cached"] for r in first.values())
     versions = list_versions(flow_env, "BTC/USDT", "1h")
 
     second = _train_rows(train_flow(return_state=True))
-    assert all(r["cached"] and r["model"] == first[s]["model"] for s, r in second.items()), "no refit"
+    assert all(r["cached"] and r["version"] == first[s]["version"] for s, r in second.items()), "no refit"
     assert list_versions(flow_env, "BTC/USDT", "1h") == versions
 
     results = sorted(prefect_harness.storage.glob("fit-*-1h-*"))
@@ -199,8 +202,30 @@ def test_train_reuses_cached_fit_and_recomputes_a_deleted_result(
     champion = read_pointer(flow_env, "BTC/USDT", "1h").version
     artifact_path(flow_env, "BTC/USDT", "1h", champion).write_text("{ corrupt")
     fifth = _train_rows(train_flow(return_state=True))
-    assert not fifth["BTC/USDT 1h"]["cached"] and fifth["ETH/USDT 1h"]["cached"], "a corrupt champion is refitted"
-    assert load_champion(flow_env, "BTC/USDT", "1h") is not None
+    assert not fifth["BTC/USDT 1h naive"]["cached"] and fifth["ETH/USDT 1h naive"]["cached"], "a corrupt model is refitted"
+    assert load_champion(flow_env, "BTC/USDT", "1h") is not None, "the gate healed the series with a fresh baseline"
+    assert fifth["BTC/USDT 1h naive"]["serving"] == read_pointer(flow_env, "BTC/USDT", "1h").version != champion
+
+
+def test_train_gates_every_candidate_and_publishes(flow_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However a retrain starts, it ends gated and published; nothing it fits serves ungated."""
+    assert ingest_flow(return_state=True).is_completed()
+    rows = _train_rows(train_flow(symbols=["BTC/USDT"], return_state=True))
+    assert {r["model"] for r in rows.values()} == {"naive", "drift", "prophet", "ets"}
+    assert all(r["gate"] == "insufficient_data" and r["trigger"] == "requested" for r in rows.values()), rows
+    state = read_pointer(flow_env, "BTC/USDT", "1h")
+    assert state.version.startswith("naive-"), "with too little history to evaluate, the naive baseline serves"
+    assert set(state.challengers) == {"prophet", "ets"} and set(state.baselines) == {"naive", "drift"}
+    assert (flow_env.public_dir / "index.html").is_file(), "a train run republishes"
+    from coin_core.forecast.registry import model_events
+
+    kinds = [(e.kind, e.actor) for e in model_events(flow_env, "BTC/USDT", "1h")]
+    assert kinds.count(("registered", "ui")) == 4 and kinds[-1] == ("promoted", "ui")
+    assert _train_rows(train_flow(symbols=["BTC/USDT"], triggered_only=True, return_state=True)) == {}, "no trigger fired"
+    monkeypatch.setenv("RETRAIN_MAX_AGE_DAYS", "0.000001")  # the champion is now "old"
+    triggered = _train_rows(train_flow(symbols=["BTC/USDT"], triggered_only=True, return_state=True))
+    assert {r["trigger"].split(":")[0] for r in triggered.values()} == {"age"} and len(triggered) == 4
+    assert all(r["cached"] for r in triggered.values()), "same data, same specs: nothing refitted"
 
 
 async def _set_limit(**changes: Any) -> None:

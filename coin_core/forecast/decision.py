@@ -39,12 +39,16 @@ class GateDecision(BaseModel):
         return "; ".join(self.reasons) or ("passed" if self.passed else "rejected")
 
 
-def bootstrap_decision(baseline: "RegisteredModel", now_ms: int) -> GateDecision:
-    """The gate's rule for a series without a champion: a baseline serves now, until a candidate
-    passes the gate (naive needs no expensive fit, so a fresh install serves on its first cycle)."""
+def bootstrap_decision(baseline: "RegisteredModel", now_ms: int, replacing: str | None = None) -> GateDecision:
+    """The gate's rule for a series without a (readable) champion: a baseline serves now, until a
+    candidate passes the gate (naive needs no expensive fit: a fresh install serves at once).
+
+    ``replacing``: the champion whose artifact can no longer be read, if any.
+    """
     if baseline.role != "baseline":
         raise ValueError("only a baseline bootstraps a series")
     meta = baseline.metadata
+    why = f"champion {replacing} is unreadable" if replacing else "no champion yet"
     return GateDecision(symbol=meta.symbol, timeframe=meta.timeframe, decided_at=now_ms, candidate=meta.model_version,
-                        candidate_role="baseline", champion_before=None, passed=True, bootstrap=True,
-                        reasons=[f"no champion yet: the {meta.spec.name} baseline serves until a candidate passes the gate"])
+                        candidate_role="baseline", champion_before=replacing, passed=True, bootstrap=True,
+                        reasons=[f"{why}: the {meta.spec.name} baseline serves until a candidate passes the gate"])

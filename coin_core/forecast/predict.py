@@ -32,6 +32,7 @@ from ..timeframes import Timeframe, add, parse_timeframe
 from . import registry
 from .base import Model, ModelSpec
 from .decision import bootstrap_decision
+from .events import Actor
 from .registry import RegisteredModel
 from .specs import default_lookback
 from .training import require_trained, train_series
@@ -70,23 +71,30 @@ def short_error(exc: BaseException, limit: int = 200) -> str:
     return line[:limit]
 
 
-def ensure_champion(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> bool:
+def ensure_champion(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int, *,
+                    heal: bool = False, actor: Actor = "schedule") -> bool:
     """Bootstrap a series that has no champion: register the baselines, naive serves. True if done here.
 
     First finishes any champion change a killed run left half-done (``registry.settle``).
+    ``heal`` (the train flow) also replaces a champion whose artifact cannot be read; a cycle
+    instead keeps the last good forecast and reports ``degraded``.
     """
     registry.settle(settings, symbol, tf)
-    found = registry.registered(settings, symbol, tf)
-    if any(m.role == "champion" for m in found):
+    found = registry.registered(settings, symbol, tf, intact=heal)
+    champion = next((m for m in found if m.role == "champion"), None)
+    if champion is not None:
         return False
+    broken = registry.read_pointer(settings, symbol, tf)
     present = {m.metadata.spec.name for m in found if m.role == "baseline"}
     for name in registry.BASELINES:
         if name not in present:
             require_trained(train_series(store, settings, symbol, tf, lookback=default_lookback(tf),
-                                         spec=ModelSpec(name=name), now_ms=now_ms))
-    naive = next(m for m in registry.registered(settings, symbol, tf) if m.role == "baseline" and m.metadata.spec.name == "naive")
+                                         spec=ModelSpec(name=name), now_ms=now_ms, actor=actor))
+    naive = next(m for m in registry.registered(settings, symbol, tf, intact=heal)
+                 if m.role == "baseline" and m.metadata.spec.name == "naive")
+    decision = bootstrap_decision(naive, now_ms, replacing=broken.version if broken else None)
     try:
-        registry.promote(settings, bootstrap_decision(naive, now_ms), actor="schedule", now_ms=now_ms)
+        registry.promote(settings, decision, actor=actor, now_ms=now_ms)
     except LockError:
         log.info("%s %s: a concurrent run bootstrapped the champion", symbol, tf)
     return True

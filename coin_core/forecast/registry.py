@@ -131,17 +131,30 @@ def _write_state(settings: Settings, symbol: str, tf: Timeframe, state: Registry
     atomic_write_json(series_dir(settings, symbol, tf) / POINTER, state.model_dump(mode="json"))
 
 
-def registered(settings: Settings, symbol: str, tf: Timeframe) -> list[RegisteredModel]:
-    """Champion, challengers, then baselines (a baseline that serves is listed once, as champion)."""
+def _readable(settings: Settings, symbol: str, tf: Timeframe, version: str) -> bool:
+    try:
+        _metadata(settings, symbol, tf, version)
+    except ModelError:
+        return False
+    return True
+
+
+def registered(settings: Settings, symbol: str, tf: Timeframe, *, intact: bool = False) -> list[RegisteredModel]:
+    """Champion, challengers, then baselines (a baseline that serves is listed once, as champion).
+
+    ``intact`` leaves out models whose artifact cannot be read (it parses every artifact: for
+    the train flow's fit-skip and healing, not for every cycle).
+    """
     state = read_pointer(settings, symbol, tf)
     if state is None:
         return []
     found: list[RegisteredModel] = []
-    if state.version is not None:
+    if state.version is not None and (not intact or _readable(settings, symbol, tf, state.version)):
         meta = state.metadata if state.metadata and state.metadata.model_version == state.version else None
         found.append(RegisteredModel(role="champion", metadata=meta or _metadata(settings, symbol, tf, state.version)))
     for role, group in (("challenger", state.challengers), ("baseline", state.baselines)):
-        found += [RegisteredModel(role=role, metadata=m) for m in group.values() if m.model_version != state.version]
+        found += [RegisteredModel(role=role, metadata=m) for m in group.values() if m.model_version != state.version
+                  and (not intact or _readable(settings, symbol, tf, m.model_version))]
     return found
 
 

@@ -70,7 +70,7 @@ def registered_fit_keys(settings: Settings, symbol: str, tf: Timeframe) -> set[s
     after a prune, a deleted or a corrupt state, the key is gone and the fit must re-run.
     """
     try:
-        found = registry.registered(settings, symbol, tf)
+        found = registry.registered(settings, symbol, tf, intact=True)
     except ModelError:
         return set()
     return {fit_cache_key(symbol, tf, m.metadata.first_ts, m.metadata.last_ts, m.metadata.row_count,
@@ -116,7 +116,7 @@ def read_history(store: CandleStore, symbol: str, tf: Timeframe, rng: DataRange,
 
 def _already_fitted(settings: Settings, symbol: str, tf: Timeframe, spec: ModelSpec, rng: DataRange) -> ModelMetadata | None:
     try:
-        found = registry.registered(settings, symbol, tf)
+        found = registry.registered(settings, symbol, tf, intact=True)
     except ModelError as exc:
         log.warning("registry of %s %s unreadable, refitting: %s", symbol, tf, exc)
         return None

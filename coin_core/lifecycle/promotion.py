@@ -19,6 +19,7 @@ from ..errors import LockError
 from ..forecast import registry
 from ..forecast.decision import GateDecision
 from ..forecast.events import Actor
+from ..forecast.predict import ensure_champion
 from ..forecast.registry import RegisteredModel
 from ..storage.base import CandleStore
 from ..symbols import parse_symbol
@@ -76,11 +77,12 @@ def run_gate(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe,
              book: ScoreBook | None = None) -> GateOutcome:
     """Evaluate, decide, promote (or keep, or fall back to naive); every decision is logged."""
     symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
-    found = registry.registered(settings, symbol, tf)
+    if store.count(symbol, tf) < max(settings.policy(tf).min_samples, 2):
+        return GateOutcome(symbol, tf, "insufficient_data", None, message="too few candles to serve a model")
+    ensure_champion(store, settings, symbol, tf, now_ms, heal=True, actor=actor)  # a baseline serves meanwhile
+    found = registry.registered(settings, symbol, tf, intact=True)
     champion = next((m for m in found if m.role == "champion"), None)
     shadows = [m for m in found if m.role != "champion"]
-    if not found:
-        return GateOutcome(symbol, tf, "insufficient_data", None, message="nothing registered")
     scores, ev = evaluate_registered(store, settings, symbol, tf, found, now_ms)
     if ev.status != "ok":
         return GateOutcome(symbol, tf, "insufficient_data", champion.version if champion else None, message=ev.message)
