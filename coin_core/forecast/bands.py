@@ -25,6 +25,7 @@ published band can state its level and how often it has held.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +39,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..config import Settings
 from ..errors import DataValidationError, ModelError
 from ..fsutil import atomic_write_text, safe_child
+from ..storage.base import CandleStore
 from ..symbols import slug
-from ..timeframes import Timeframe, parse_timeframe
+from ..timeframes import Timeframe, add, parse_timeframe
 
 __all__ = [
     "LEVELS", "WINDOW", "GAMMA", "MIN_RESIDUALS", "VOL_ROWS", "BandOutcome", "LevelStats", "BandState",
     "band_halflife", "sigma_of", "new_band_state", "fit_bands", "update_bands", "apply_bands",
-    "band_summary", "band_path", "save_band_state", "load_band_state",
+    "band_summary", "band_path", "save_band_state", "load_band_state", "serve_bands", "sigma_at",
 ]
+
+log = logging.getLogger(__name__)
 
 LEVELS: tuple[float, ...] = (0.5, 0.8)
 WINDOW = 200  # errors kept per step: months of 1h origins, most of a year of 1d
@@ -246,3 +250,29 @@ def load_band_state(settings: Settings, symbol: str, tf: Timeframe, model: str) 
         return BandState.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:
         raise DataValidationError(f"band state {path} is corrupt: {str(exc).splitlines()[0]}") from exc
+
+
+# ---- the serving path ------------------------------------------------------------------------
+def serve_bands(settings: Settings, symbol: str, tf: Timeframe, model: str, points: pd.DataFrame,
+                closes: np.ndarray | Sequence[float]) -> pd.DataFrame:
+    """A model's forecast with the calibrated bands of its stored state (``closes``: recent closes).
+
+    A corrupt state file is left as it is for the operator (logged, never reset) and the forecast
+    is served with the volatility band meanwhile: a band file must not take a series off the site.
+    """
+    try:
+        state = load_band_state(settings, symbol, tf, model)
+    except DataValidationError as exc:
+        log.warning("%s; serving the volatility band", exc)
+        state = None
+    if state is not None and state.horizon < len(points):
+        state = None
+    banded, _, _ = apply_bands(points[["ts", "yhat"]], state, closes, model=model, horizon=len(points))
+    return banded
+
+
+def sigma_at(store: CandleStore, symbol: str, tf: Timeframe, last_ts: int, horizon: int) -> float:
+    """The sigma a forecast issued from candle ``last_ts`` was banded with (for :class:`BandOutcome`)."""
+    start = add(int(last_ts), tf, -(VOL_ROWS - 1))
+    closes = [page["close"].to_numpy() for page in store.iter_candles(symbol, tf, start, int(last_ts))]
+    return sigma_of(np.concatenate(closes) if closes else np.empty(0), band_halflife(horizon))

@@ -7,6 +7,8 @@
 * A champion fitted before the latest candle still forecasts the new targets: the model is given
   the recent tail (``recent=``); naive/drift re-anchor on the latest close, Prophet's fitted
   trend is evaluated at the target times.
+* Bands: every served band is the calibrated 80 % / 50 % band of ``bands.py`` (the model's own
+  realised errors, volatility-normalised), never the model's own interval.
 * Any failure (unloadable artifact, fit error, non-finite output, store write) keeps the last
   good forecast untouched and records ``degraded`` with a short error; the call returns.
 """
@@ -25,6 +27,7 @@ from ..storage.base import CandleStore, Forecast
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, add, parse_timeframe
 from . import registry
+from .bands import VOL_ROWS, serve_bands
 from .base import Model, ModelMetadata, ModelSpec
 from .specs import default_lookback
 from .training import require_trained, train_series
@@ -102,10 +105,11 @@ def forecast_series(
     try:
         model, meta, trained = _champion(store, settings, symbol, tf, now_ms, spec)
         version = meta.model_version
-        recent = store.tail(symbol, tf, RECENT_ROWS)[["ts", "close"]].rename(columns={"close": "y"})
+        history = store.tail(symbol, tf, max(RECENT_ROWS, VOL_ROWS))[["ts", "close"]].rename(columns={"close": "y"})
+        recent = history.tail(RECENT_ROWS).reset_index(drop=True)
         latest = int(recent["ts"].iloc[-1])
         targets = target_times(latest, tf, policy.horizon)
-        points = model.predict(targets, recent=recent)
+        points = serve_bands(settings, symbol, tf, model.name, model.predict(targets, recent=recent), history["y"].to_numpy())
         store.write_forecast(Forecast(symbol, tf, now_ms, version, latest, points))
     except Exception as exc:  # noqa: BLE001 - the cycle must go on for the other series
         error = short_error(exc)
