@@ -97,6 +97,9 @@ FACTORIES: dict[str, tuple[Callable[[], Model], Timeframe]] = {
     "drift": (DriftModel, "1h"),
     "prophet_1h": (lambda: ProphetModel(shared_spec("1h")), "1h"),
     "prophet_1d_auto": (lambda: make_model(ModelSpec(name="prophet", params={"uncertainty_samples": 100})), "1d"),
+    "prophet_unsampled": (lambda: make_model(ModelSpec(name="prophet", params={"uncertainty_samples": 0})), "1d"),
+    "ets": (lambda: make_model("ets"), "1h"),
+    "ets_damped_1d": (lambda: make_model(ModelSpec(name="ets", params={"kind": "AAdN"})), "1d"),
 }
 
 
@@ -152,7 +155,7 @@ def test_factory_and_params_are_validated() -> None:
     with pytest.raises(ModelError, match="unknown prophet parameter"):
         make_model(ModelSpec(name="prophet", params={"daily": True}))
     with pytest.raises(ModelError, match="uncertainty_samples"):
-        make_model(ModelSpec(name="prophet", params={"uncertainty_samples": 0}))
+        make_model(ModelSpec(name="prophet", params={"uncertainty_samples": 5}))
     with pytest.raises(ModelError):
         make_model(ModelSpec(name="naive", params={"interval_width": 1.5}))
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..config import Settings
 from ..errors import ConfigError
-from ..forecast.bands import BandOutcome, BandState, VOL_ROWS, apply_bands, new_band_state, sigma_of, update_bands
+from ..forecast.bands import BandOutcome, BandState, VOL_ROWS, band_arrays, new_band_state, sigma_of, update_bands
 from ..forecast.base import ModelSpec
 from ..forecast.predict import RECENT_ROWS, target_times
 from ..forecast.specs import default_lookback
@@ -106,18 +106,17 @@ def _calibrate(name: str, yhat: np.ndarray, plan: Plan, span: pd.DataFrame, tf: 
             failed += i >= plan.calibration
             continue
         targets = np.asarray(target_times(anchor, tf, plan.horizon), dtype="int64")
-        banded, sigma, _ = apply_bands(pd.DataFrame({"ts": targets, "yhat": yhat[i]}), state, y[max(0, a - VOL_ROWS + 1):a + 1])
+        sigma = sigma_of(y[max(0, a - VOL_ROWS + 1):a + 1], state.halflife)
+        bands = band_arrays(state, yhat[i], sigma)
         where = np.searchsorted(ts, targets)
         found = (where < len(ts)) & (ts[np.minimum(where, len(ts) - 1)] == targets)
         for step in np.flatnonzero(found):
-            row = banded.iloc[step]
-            real = float(y[where[step]])
-            covered = {0.5: bool(row["yhat_lower_50"] <= real <= row["yhat_upper_50"]),
-                       0.8: bool(row["yhat_lower"] <= real <= row["yhat_upper"])}
-            pending.append((int(targets[step]), BandOutcome(int(step) + 1, float(row["yhat"]), real, sigma, covered)))
+            real, point = float(y[where[step]]), float(yhat[i, step])
+            lo50, hi50, lo80, hi80 = (float(b[k][step]) for b in (bands[0.5], bands[0.8]) for k in (0, 1))
+            covered = {0.5: lo50 <= real <= hi50, 0.8: lo80 <= real <= hi80}
+            pending.append((int(targets[step]), BandOutcome(int(step) + 1, point, real, sigma, covered)))
             if i >= plan.calibration:
-                rows.append((anchor, int(step) + 1, real, float(row["yhat"]), float(y[a]), float(y[a]),
-                             row["yhat_lower_50"], row["yhat_upper_50"], row["yhat_lower"], row["yhat_upper"]))
+                rows.append((anchor, int(step) + 1, real, point, float(y[a]), float(y[a]), lo50, hi50, lo80, hi80))
     state = update_bands(state, [o for _, o in sorted(pending, key=lambda p: p[0])])
     return pd.DataFrame(rows, columns=list(metrics.POINT_COLUMNS)), state, failed
 
@@ -145,8 +144,13 @@ def _check_specs(specs: Sequence[ModelSpec]) -> None:
 def evaluate_series(
     store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, specs: Sequence[ModelSpec], *,
     n_origins: int | None = None, workers: int | None = None, now_ms: int | None = None,
+    calibration_origins: int = CALIBRATION_ORIGINS,
 ) -> SeriesEvaluation:
-    """Evaluate ``specs`` on the newest ``n_origins`` origins (default 200) of one series."""
+    """Evaluate ``specs`` on the newest ``n_origins`` origins (default 200) of one series.
+
+    ``calibration_origins`` older origins (default 100) only seed the bands; ``workers`` processes
+    run the fits (default: every core; 1 runs in this process).
+    """
     symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
     _check_specs(specs)
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -158,10 +162,10 @@ def evaluate_series(
         return _insufficient(symbol, tf, now_ms, "no stored candles")
     n_scored = max(1, n_origins or DEFAULT_ORIGINS)
     stride, refit, lookback = STRIDE.get(tf, 1), REFIT_EVERY.get(tf, 1), default_lookback(tf)
-    origins, fits = plan_slots(bounds[1], tf, policy.horizon, n_scored + CALIBRATION_ORIGINS, stride, refit)
+    origins, fits = plan_slots(bounds[1], tf, policy.horizon, n_scored + calibration_origins, stride, refit)
     span = read_span(store, symbol, tf, fits[0], bounds[1], lookback)
     plan = finalise(span["ts"].to_numpy(), origins, fits, tf, lookback, max(policy.min_samples, 3),
-                    n_scored, policy.horizon, stride, refit)
+                    n_scored, policy.horizon, stride, refit, calibration_origins)
     if plan is None:
         return _insufficient(symbol, tf, now_ms, f"{store.count(symbol, tf)} candle(s): too few for "
                              f"{min(n_scored, 50)} scored origins after {policy.min_samples} training candles")

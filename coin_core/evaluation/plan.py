@@ -77,7 +77,8 @@ def window_start(fit: int, tf: Timeframe, lookback: int | None) -> int | None:
 
 
 def finalise(ts: np.ndarray, origins: list[int], fits: list[int], tf: Timeframe, lookback: int | None,
-             min_rows: int, n_scored: int, horizon: int, stride: int, refit_every: int) -> Plan | None:
+             min_rows: int, n_scored: int, horizon: int, stride: int, refit_every: int,
+             calibration: int = CALIBRATION_ORIGINS) -> Plan | None:
     """Drop origins whose fit would see fewer than ``min_rows`` candles; None when too few remain."""
     keep = []
     for origin, fit in zip(origins, fits):
@@ -85,9 +86,9 @@ def finalise(ts: np.ndarray, origins: list[int], fits: list[int], tf: Timeframe,
         lo = 0 if start is None else int(np.searchsorted(ts, start, "left"))
         if int(np.searchsorted(ts, fit, "right")) - lo >= min_rows:
             keep.append((origin, fit))
-    scored = min(n_scored, len(keep) - MIN_CALIBRATION)
+    scored = min(n_scored, len(keep) - min(MIN_CALIBRATION, calibration))
     if scored < min(n_scored, MIN_SCORED):
         return None
-    keep = keep[-(scored + CALIBRATION_ORIGINS):]
+    keep = keep[-(scored + calibration):]
     return Plan(horizon, stride, refit_every, lookback, tuple(o for o, _ in keep), tuple(f for _, f in keep),
                 len(keep) - scored)

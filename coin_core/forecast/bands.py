@@ -25,6 +25,7 @@ published band can state its level and how often it has held.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +39,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..config import Settings
 from ..errors import DataValidationError, ModelError
 from ..fsutil import atomic_write_text, safe_child
+from ..storage.base import CandleStore
 from ..symbols import slug
-from ..timeframes import Timeframe, parse_timeframe
+from ..timeframes import Timeframe, add, parse_timeframe
 
 __all__ = [
     "LEVELS", "WINDOW", "GAMMA", "MIN_RESIDUALS", "VOL_ROWS", "BandOutcome", "LevelStats", "BandState",
     "band_halflife", "sigma_of", "new_band_state", "fit_bands", "update_bands", "apply_bands",
-    "band_summary", "band_path", "save_band_state", "load_band_state",
+    "band_arrays", "band_summary", "band_path", "save_band_state", "load_band_state", "serve_bands", "sigma_at",
 ]
+
+log = logging.getLogger(__name__)
 
 LEVELS: tuple[float, ...] = (0.5, 0.8)
 WINDOW = 200  # errors kept per step: months of 1h origins, most of a year of 1d
@@ -153,9 +157,29 @@ def _band(state: BandState, stats: LevelStats, step: int, yhat: float, sigma: fl
     return min(lo, yhat), max(hi, yhat)
 
 
+def band_arrays(state: BandState, yhat: np.ndarray, sigma: float) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """Per level: lower and upper edges for point forecasts ``yhat`` (step = position + 1), nested."""
+    out: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    for stats in sorted(state.levels, key=lambda s: s.level):
+        edges = np.array([_band(state, stats, i, float(v), sigma) for i, v in enumerate(yhat, start=1)])
+        lo, hi = edges[:, 0], edges[:, 1]
+        if out:  # a wider level never sits inside a narrower one
+            inner = out[max(out)]
+            lo, hi = np.minimum(lo, inner[0]), np.maximum(hi, inner[1])
+        out[stats.level] = (lo, hi)
+    return out
+
+
+def _copy(state: BandState) -> BandState:
+    """A cheap deep copy (pydantic's deep copy is most of a backtest's calibration time)."""
+    levels = [LevelStats.model_construct(level=s.level, alpha_t=list(s.alpha_t), scored=s.scored, covered=s.covered)
+              for s in state.levels]
+    return state.model_copy(update={"residuals": [list(w) for w in state.residuals], "levels": levels})
+
+
 def update_bands(state: BandState, outcomes: Sequence[BandOutcome], now_ms: int | None = None) -> BandState:
     """A new state after ``outcomes`` realised (oldest first); the input is left untouched."""
-    new = state.model_copy(deep=True)
+    new = _copy(state)
     for out in outcomes:
         if not 1 <= out.step <= new.horizon:
             raise DataValidationError(f"band outcome step {out.step} outside 1..{new.horizon}")
@@ -191,18 +215,12 @@ def apply_bands(points: pd.DataFrame, state: BandState | None, recent_closes: np
         raise ModelError(f"band state covers {state.horizon} steps, forecast has {steps}")
     sigma = sigma_of(recent_closes, state.halflife)
     out = points.reset_index(drop=True).copy()
-    cols = {lv: ([], []) for lv in LEVELS}
-    for i, yhat in enumerate(out["yhat"].to_numpy(dtype="float64"), start=1):
-        if not yhat > 0:
-            raise ModelError("a calibrated band needs a positive point forecast")
-        for stats in state.levels:
-            lo, hi = _band(state, stats, i, float(yhat), sigma)
-            cols[stats.level][0].append(lo)
-            cols[stats.level][1].append(hi)
-    lo80, hi80 = np.array(cols[0.8][0]), np.array(cols[0.8][1])
-    lo50, hi50 = np.array(cols[0.5][0]), np.array(cols[0.5][1])
-    out["yhat_lower"], out["yhat_upper"] = np.minimum(lo80, lo50), np.maximum(hi80, hi50)  # nested
-    out["yhat_lower_50"], out["yhat_upper_50"] = lo50, hi50
+    yhat = out["yhat"].to_numpy(dtype="float64")
+    if not (yhat > 0).all():
+        raise ModelError("a calibrated band needs a positive point forecast")
+    bands = band_arrays(state, yhat, sigma)
+    out["yhat_lower"], out["yhat_upper"] = bands[0.8]
+    out["yhat_lower_50"], out["yhat_upper_50"] = bands[0.5]
     calibrated = all(len(state.residuals[i]) >= MIN_RESIDUALS for i in range(steps))
     return out, sigma, ("conformal" if calibrated else "volatility")
 
@@ -246,3 +264,29 @@ def load_band_state(settings: Settings, symbol: str, tf: Timeframe, model: str) 
         return BandState.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:
         raise DataValidationError(f"band state {path} is corrupt: {str(exc).splitlines()[0]}") from exc
+
+
+# ---- the serving path ------------------------------------------------------------------------
+def serve_bands(settings: Settings, symbol: str, tf: Timeframe, model: str, points: pd.DataFrame,
+                closes: np.ndarray | Sequence[float]) -> pd.DataFrame:
+    """A model's forecast with the calibrated bands of its stored state (``closes``: recent closes).
+
+    A corrupt state file is left as it is for the operator (logged, never reset) and the forecast
+    is served with the volatility band meanwhile: a band file must not take a series off the site.
+    """
+    try:
+        state = load_band_state(settings, symbol, tf, model)
+    except DataValidationError as exc:
+        log.warning("%s; serving the volatility band", exc)
+        state = None
+    if state is not None and state.horizon < len(points):
+        state = None
+    banded, _, _ = apply_bands(points[["ts", "yhat"]], state, closes, model=model, horizon=len(points))
+    return banded
+
+
+def sigma_at(store: CandleStore, symbol: str, tf: Timeframe, last_ts: int, horizon: int) -> float:
+    """The sigma a forecast issued from candle ``last_ts`` was banded with (for :class:`BandOutcome`)."""
+    start = add(int(last_ts), tf, -(VOL_ROWS - 1))
+    closes = [page["close"].to_numpy() for page in store.iter_candles(symbol, tf, start, int(last_ts))]
+    return sigma_of(np.concatenate(closes) if closes else np.empty(0), band_halflife(horizon))

@@ -12,6 +12,8 @@ stop a cycle.
 * A champion fitted before the latest candle still forecasts the new targets: the model is given
   the recent tail (``recent=``); naive/drift re-anchor on the latest close, Prophet's fitted
   trend is evaluated at the target times.
+* Bands: every served band is the calibrated 80 % / 50 % band of ``bands.py`` (the model's own
+  realised errors, volatility-normalised), never the model's own interval.
 * Any failure (unloadable artifact, fit error, non-finite output, store write) keeps the last
   good forecast untouched and records ``degraded`` with a short error; the call returns.
 """
@@ -30,6 +32,7 @@ from ..storage.base import CandleStore, Forecast
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, add, parse_timeframe
 from . import registry
+from .bands import VOL_ROWS, serve_bands
 from .base import Model, ModelSpec
 from .decision import bootstrap_decision
 from .events import Actor
@@ -140,11 +143,13 @@ def forecast_series(
         version = champion.version
         if model is None or champion.role != "champion":
             raise ModelError(problem or "no champion registered")
-        recent = store.tail(symbol, tf, RECENT_ROWS)[["ts", "close"]].rename(columns={"close": "y"})
+        history = store.tail(symbol, tf, max(RECENT_ROWS, VOL_ROWS))[["ts", "close"]].rename(columns={"close": "y"})
+        recent = history.tail(RECENT_ROWS).reset_index(drop=True)
         latest = int(recent["ts"].iloc[-1])
         targets = target_times(latest, tf, policy.horizon)
-        store.write_forecast(Forecast(symbol, tf, now_ms, version, latest, model.predict(targets, recent=recent),
-                                      "champion", champion.metadata.spec.name))
+        closes = history["y"].to_numpy()
+        points = serve_bands(settings, symbol, tf, model.name, model.predict(targets, recent=recent), closes)
+        store.write_forecast(Forecast(symbol, tf, now_ms, version, latest, points, "champion", champion.metadata.spec.name))
     except Exception as exc:  # noqa: BLE001 - the cycle must go on for the other series
         error = short_error(exc)
         log.warning("prediction of %s %s degraded (last good kept): %s", symbol, tf, error)
@@ -152,21 +157,23 @@ def forecast_series(
             status="degraded", updated_at=now_ms, last_success_at=last_ok, last_error=error, model_version=version))
         return PredictOutcome(symbol, tf, "degraded", version, error=error)
     _health(settings, symbol, tf, PredictionHealth(status="ok", updated_at=now_ms, last_success_at=now_ms, model_version=version))
-    errors = _shadows(store, symbol, tf, models[1:], now_ms, latest, targets, recent)
+    errors = _shadows(store, settings, symbol, tf, models[1:], (now_ms, latest, targets, recent, closes))
     _prune(store, settings, symbol, tf, now_ms)
     return PredictOutcome(symbol, tf, "ok", version, latest, tuple(targets), trained, None,
                           len(models) - 1 - len(errors), tuple(errors))
 
 
-def _shadows(store: CandleStore, symbol: str, tf: Timeframe, models: list[tuple[RegisteredModel, Model | None, str | None]],
-             now_ms: int, latest: int, targets: list[int], recent: object) -> list[str]:
-    """Forecast with every shadow from the champion's snapshot; failures are returned, not raised."""
+def _shadows(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe,
+             models: list[tuple[RegisteredModel, Model | None, str | None]], snapshot: tuple) -> list[str]:
+    """Forecast with every shadow from the champion's snapshot (same targets, same closes, bands
+    from the same layer); failures are returned, not raised."""
+    now_ms, latest, targets, recent, closes = snapshot
     errors: list[str] = []
     for entry, model, problem in models:
         try:
             if model is None:
                 raise ModelError(problem or "unloadable")
-            points = model.predict(targets, recent=recent)  # type: ignore[arg-type]
+            points = serve_bands(settings, symbol, tf, model.name, model.predict(targets, recent=recent), closes)
             store.write_forecast(Forecast(symbol, tf, now_ms, entry.version, latest, points, entry.role,
                                           entry.metadata.spec.name))
         except Exception as exc:  # noqa: BLE001 - a shadow never degrades the served forecast
