@@ -16,6 +16,7 @@ from coin_core.config import Settings
 from coin_core.errors import DataValidationError, LockError, ModelError, StorageError
 from coin_core.forecast import ModelMetadata, ModelSpec, forecast_series, make_model, registry, train_series
 from coin_core.forecast.specs import version_for
+from coin_core.forecast.bands import load_band_state, sigma_at
 from coin_core.forecast.events import append_event
 from coin_core.forecast.registry import RegisteredModel
 from coin_core.lifecycle import ScoreBook, check_demotion, decide, open_scorebook, score_series
@@ -168,6 +169,13 @@ def test_scoring_is_incremental_idempotent_and_exact(settings: Settings, forecas
     rows = book.rows(SYM, "1h", role="champion", step=1)
     closes = walk_candles("1h", len(candles) + 6, add(LATEST, "1h", 6)).set_index("ts")["close"]
     assert [r.y for r in rows] == [closes[r.target_ts] for r in rows]
+    # live errors fed each model's calibrated bands once, with the volatility the forecast was banded with
+    assert first.fed_bands == 42
+    for model in ("naive", "drift"):
+        state = load_band_state(settings, SYM, "1h", model)
+        assert state is not None and [lv.scored for lv in state.levels] == [21, 21]
+        assert sum(len(w) for w in state.residuals) == 21
+    assert rows[0].sigma == pytest.approx(sigma_at(forecast_store, SYM, "1h", LATEST, settings.policy("1h").horizon))
     book.close()
 
 
