@@ -6,9 +6,9 @@ surfaces before a single file is touched.
 
 from __future__ import annotations
 
-import re
-
+import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,10 @@ import pandas as pd
 from .. import timeframes as tfs
 from ..config import Settings
 from ..freshness import Freshness, FreshnessStatus, Signal, evaluate_with_policy, worst
-from ..errors import ModelError
+from ..errors import CoinPredictError, ModelError
+from ..lifecycle.report import TrackRecord, track_record
+from ..lifecycle.scorebook import ScoreBook
+from ..lifecycle.scoring import open_scorebook
 from ..forecast.base import ModelMetadata
 from ..forecast.registry import champion_summary
 from ..health import IngestState, PredictionHealth, read_ingest_state, read_prediction_health
@@ -26,6 +29,8 @@ from ..storage.base import FORECAST_COLUMNS, CandleStore, Forecast
 from ..symbols import slug
 from ..timeframes import Timeframe
 from .models import ForecastPoint
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SeriesFiles", "SeriesState", "collect_one", "collect_series", "check_forecast", "series_files"]
 
@@ -59,6 +64,12 @@ class SeriesState:
     health: PredictionHealth | None
     ingest: IngestState | None
     model: ModelMetadata | None = None
+    track: TrackRecord | None = None
+
+    @property
+    def quote(self) -> str:
+        """The pair's quote currency: the unit of every price of the series."""
+        return self.symbol.split("/", 1)[1] if "/" in self.symbol else ""
 
     @property
     def slug(self) -> str:
@@ -163,7 +174,8 @@ def _public(health: PredictionHealth | None) -> PredictionHealth | None:
     return health.model_copy(update={"last_error": summary})
 
 
-def collect_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> SeriesState:
+def collect_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int,
+                book: ScoreBook | None = None) -> SeriesState:
     policy = settings.policy(tf)
     data_dir = Path(settings.data_dir)
     health = _public(read_prediction_health(data_dir, symbol, tf))
@@ -180,7 +192,19 @@ def collect_one(store: CandleStore, settings: Settings, symbol: str, tf: Timefra
         first_ts=None if bounds is None else bounds[0], latest_ts=None if bounds is None else bounds[1],
         forecast=forecast, history=history, prediction=_prediction_freshness(forecast, tf, now_ms, policy, health, ingest),
         health=health, ingest=ingest, model=_champion(settings, symbol, tf) if policy.predicted else None,
+        track=_track(settings, book, symbol, tf, candles) if policy.predicted and book is not None else None,
     )
+
+
+def _track(settings: Settings, book: ScoreBook, symbol: str, tf: Timeframe, candles: pd.DataFrame) -> TrackRecord | None:
+    """The live track record; a damaged lifecycle file must not take the site down (scoring and
+    the CLI report it, naming the file), so it is logged and the record left out."""
+    since = int(candles["ts"].iloc[0]) if not candles.empty else None
+    try:
+        return track_record(settings, book, symbol, tf, since=since)
+    except (CoinPredictError, OSError) as exc:
+        log.error("track record of %s %s not published: %s", symbol, tf, exc)
+        return None
 
 
 def _champion(settings: Settings, symbol: str, tf: Timeframe) -> ModelMetadata | None:
@@ -193,4 +217,13 @@ def _champion(settings: Settings, symbol: str, tf: Timeframe) -> ModelMetadata |
 
 def collect_series(store: CandleStore, settings: Settings, now_ms: int) -> list[SeriesState]:
     """Every configured series (``target_symbols`` x ``ingest_timeframes``), in settings order."""
-    return [collect_one(store, settings, symbol, tf, now_ms) for symbol, tf in settings.series()]
+    try:
+        book: ScoreBook | None = open_scorebook(settings)
+    except CoinPredictError as exc:
+        log.error("live track records not published: %s", exc)
+        book = None
+    try:
+        return [collect_one(store, settings, symbol, tf, now_ms, book) for symbol, tf in settings.series()]
+    finally:
+        if book is not None:
+            book.close()

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..freshness import FreshnessStatus, Signal
+from ..lifecycle.report import TrackRecord
 from ..timeframes import Timeframe
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "StatusArtifact",
     "StatusSeries",
     "StatusFile",
+    "TrackRecordFile",
     "SCHEMA_MODELS",
     "schema_name",
 ]
@@ -144,11 +146,21 @@ class StatusFile(_Model):
     series: list[StatusSeries]
 
 
+class TrackRecordFile(_Model):
+    """``track_record.json``: per predicted series, what serves, its live record against naive,
+    its shadows, the last gate decisions and model events, and recent forecasts vs realised closes."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["track_record"] = "track_record"
+    series: list[TrackRecord]
+
+
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "history": HistoryFile,
     "prediction": PredictionFile,
     "manifest": ManifestFile,
     "status": StatusFile,
+    "track_record": TrackRecordFile,
 }
 
 

@@ -26,7 +26,9 @@ from ..errors import PublishError
 from ..freshness import FreshnessStatus
 from ..fsutil import atomic_write_bytes, safe_child
 from ..storage.base import CandleStore
-from .artifacts import history_file, manifest_file, overall, prediction_file, schema_files, status_file, to_bytes
+from .artifacts import (
+    history_file, manifest_file, overall, prediction_file, schema_files, status_file, to_bytes, track_record_file,
+)
 from .collect import SeriesState, collect_series
 from .render import DEFAULT_TEMPLATES_DIR, SiteContext, make_environment, render_pages
 
@@ -121,6 +123,7 @@ def build_artifacts(
         if prediction is not None:
             files.append((state.files.prediction, to_bytes(prediction)))
     files.append(("status.json", to_bytes(status_file(states, now_ms))))
+    files.append(("track_record.json", to_bytes(track_record_file(states))))
     status, reason = overall(states)
     site = SiteContext(settings.site_title, css_href, now_ms, status, reason)  # type: ignore[arg-type]
     files.extend(render_pages(env, site, states))

@@ -59,8 +59,9 @@ class Forecast:
     model: str = ""
 
     def __post_init__(self) -> None:
-        if not self.model:
-            object.__setattr__(self, "model", str(self.model_version).split("-", 1)[0])
+        if not self.model:  # derived: a version that names no valid model (hand-written) -> "unknown"
+            name = str(self.model_version).split("-", 1)[0]
+            object.__setattr__(self, "model", name if _MODEL_NAME.fullmatch(name) else "unknown")
 
 
 def points_payload(points: pd.DataFrame) -> dict[str, list[Any]]:
