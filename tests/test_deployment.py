@@ -36,6 +36,7 @@ EXPECTED = {  # deployment -> (cron, schedule active, parameters)
     "cycle-1w": ("10 0 * * 1", False, {"timeframe": "1w"}),
     "cycle-1M": ("15 0 1 * *", False, {"timeframe": "1M"}),
     "train": ("30 2 * * 1", True, {}),
+    "evaluate": ("20 3 * * *", True, {}),
     "ingest": (None, None, {}),
 }
 DEPLOYMENT_KEYS = {"name", "entrypoint", "description", "tags", "parameters", "schedules", "work_pool",
