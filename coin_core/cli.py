@@ -137,6 +137,19 @@ def _forecast(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@command("evaluate", "Rolling-origin evaluation of the baselines, the champion spec and the challengers "
+         "(MASE vs naive, WIS, 50/80 % band coverage); saved under DATA_DIR/evaluation/.",
+         "coin-predict evaluate --symbols BTC/USDT --timeframes 1h --origins 200 --workers 2")
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from .evaluation.run import run_evaluate, score_rows
+
+    evaluations = run_evaluate(settings, symbols=_csv(args.symbols), timeframes=_csv(args.timeframes),
+                               n_origins=args.origins, workers=args.workers, now_ms=_now_ms())
+    for row in score_rows(evaluations):
+        print("  ".join(f"{k}={v}" for k, v in row.items()))
+    return 0 if all(ev.status == "ok" for ev in evaluations) else 1
+
+
 @command("publish", "Reconcile public/ (JSON + HTML) with the store and the models.", "coin-predict publish")
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import run_publish
@@ -216,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--limit", type=int, default=50, help="latest N events (default 50)")
         if name == "rollback":
             p.add_argument("--reason", default="operator rollback", help="recorded in the event log")
+        if name == "evaluate":
+            p.add_argument("--symbols", help="comma-separated symbols (default: TARGET_SYMBOLS)")
+            p.add_argument("--timeframes", help="comma-separated timeframes (default: INGEST_TIMEFRAMES)")
+            p.add_argument("--origins", type=int, help="scored origins per series (default 200, at least 50)")
+            p.add_argument("--workers", type=int, help="processes for the fits (default: every core; 1 = serial)")
         if name == "exchange":
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=8765)

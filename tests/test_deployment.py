@@ -38,6 +38,7 @@ EXPECTED = {  # deployment -> (cron, schedule active, parameters)
     "train": ("30 2 * * 1", True, {}),
     "retrain-on-trigger": ("40 * * * *", True, {"triggered_only": True}),
     "rollback": (None, None, {"timeframe": "1h"}),
+    "evaluate": ("20 3 * * *", True, {}),
     "ingest": (None, None, {}),
 }
 DEPLOYMENT_KEYS = {"name", "entrypoint", "description", "tags", "parameters", "schedules", "work_pool",

@@ -153,6 +153,9 @@ def evaluate_series(
     """
     symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
     _check_specs(specs)
+    for label, value in (("origins", n_origins), ("workers", workers), ("calibration origins", calibration_origins or 1)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{label} must be at least 1, got {value}")
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     policy = settings.policy(tf)
     if not policy.predicted or policy.horizon < 1:
@@ -160,7 +163,7 @@ def evaluate_series(
     bounds = store.bounds(symbol, tf)
     if bounds is None:
         return _insufficient(symbol, tf, now_ms, "no stored candles")
-    n_scored = max(1, n_origins or DEFAULT_ORIGINS)
+    n_scored = n_origins or DEFAULT_ORIGINS
     stride, refit, lookback = STRIDE.get(tf, 1), REFIT_EVERY.get(tf, 1), default_lookback(tf)
     origins, fits = plan_slots(bounds[1], tf, policy.horizon, n_scored + calibration_origins, stride, refit)
     span = read_span(store, symbol, tf, fits[0], bounds[1], lookback)
