@@ -296,3 +296,29 @@ def test_a_run_whose_worker_died_is_crashed_and_its_slot_released(flow_env: Sett
             return (await client.read_flow_run(dead.id)).state
 
     assert _run(_state()).type.value == "CRASHED"
+
+
+def test_rollback_flow_serves_the_previous_champion_and_republishes(flow_env: Settings) -> None:
+    from coin_core.forecast import registry
+    from coin_core.lifecycle import decide
+    from flows import rollback_flow
+    from tests.test_lifecycle import Score
+
+    first = cycle_flow(symbols=["BTC/USDT"], return_state=True)
+    assert first.is_completed(), first.message
+    assert _rows(first)["BTC/USDT 1h"]["scored"] == 0, "the cycle scores before it forecasts"
+    found = registry.registered(flow_env, "BTC/USDT", "1h")
+    naive = next(m for m in found if m.role == "champion")
+    drift = next(m for m in found if m.metadata.spec.name == "drift")
+    registry.promote(flow_env, decide(flow_env, drift, naive, candidate_score=Score(0.9, 0.8),
+                                      champion_score=Score(1.0, 0.8), live=None, now_ms=0), actor="cli")
+    page = flow_env.public_dir / "models.html"
+    before = page.read_text()
+    state = rollback_flow(symbol="BTC/USDT", timeframe="1h", reason="looks wrong", return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result() == naive.version == read_pointer(flow_env, "BTC/USDT", "1h").version
+    event = registry.model_events(flow_env, "BTC/USDT", "1h")[-1]
+    assert (event.kind, event.actor, event.reason) == ("rolled_back", "ui", "looks wrong")
+    assert page.read_text() != before and "rolled back" in page.read_text(), "republished at once"
+    again = rollback_flow(symbol="BTC/USDT", timeframe="1h", return_state=True)
+    assert again.is_failed() and "no previous champion" in again.message

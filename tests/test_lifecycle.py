@@ -225,3 +225,51 @@ def test_demotion_when_live_skill_falls_below_naive(settings: Settings, forecast
     assert event.metrics["live_mase"] == round(skill.mase, 4) and "worse than naive" in event.reason
     assert check_demotion(settings, book, SYM, "1h", now_ms=LATEST + 5 * HOUR) is None, "naive is never demoted"
     book.close()
+
+
+def test_a_scoring_pass_killed_mid_transaction_is_finished_once_by_the_next(settings: Settings, forecast_store: SQLiteStore) -> None:
+    """SIGKILL a process holding an open scoring transaction: nothing of it lands, the next pass scores all."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    candles = _boot(forecast_store, settings)
+    _cycles(forecast_store, settings, candles, 3)
+    book = open_scorebook(settings)
+    book.close()
+    script = textwrap.dedent(f"""
+        import os, signal, sqlite3
+        conn = sqlite3.connect({str(book.path)!r}, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO scores VALUES ('BTC/USDT','1h','x-00000000-20250101000000',1,2,'champion','x',1,1,1,1,1,NULL,NULL,1,NULL)")
+        conn.execute("INSERT OR REPLACE INTO watermarks VALUES ('BTC/USDT','1h',9999999999999)")
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert done.returncode == -signal.SIGKILL
+    with open_scorebook(settings) as book:
+        assert book.watermark(SYM, "1h") is None and book.versions(SYM, "1h") == [], "the killed batch left nothing"
+        report = score_series(forecast_store, settings, book, SYM, "1h", now_ms=LATEST + 4 * HOUR)
+        assert report.scored == 2 * (3 + 2 + 1)
+        assert score_series(forecast_store, settings, book, SYM, "1h", now_ms=LATEST + 4 * HOUR).scored == 0
+
+
+def test_retrain_triggers_fire_on_age_new_candles_and_band_miss_drift(settings: Settings, forecast_store: SQLiteStore) -> None:
+    from coin_core.lifecycle.triggers import check_triggers, miss_rate_drift, read_triggers
+
+    assert miss_rate_drift([0] * 200, 0.002) is None
+    rate = miss_rate_drift([0, 0, 0, 1] * 50 + [1] * 60, 0.002)  # 25 % misses, then every point misses
+    assert rate is not None and rate > 0.5
+    assert miss_rate_drift([1, 0, 0, 0, 0] * 80, 0.002) is None, "a steady 20 % miss rate is the band working"
+    candles = _boot(forecast_store, settings)
+    with open_scorebook(settings) as book:
+        check = check_triggers(forecast_store, settings, book, SYM, "1h", now_ms=LATEST + HOUR)
+        assert [t.kind for t in check.triggers] == ["no_candidate"], "naive serves and nothing may replace it"
+        _challenger(forecast_store, settings)
+        tight = settings.model_copy(update={"retrain_max_age_days": 0.01, "retrain_new_candles": 3})
+        _cycles(forecast_store, tight, candles, 3)
+        check = check_triggers(forecast_store, tight, book, SYM, "1h", now_ms=LATEST + 4 * HOUR)
+    assert [t.kind for t in check.triggers] == ["age", "new_candles"]
+    assert "3 candles closed since its training data" in check.triggers[1].detail
+    assert read_triggers(settings, SYM, "1h") == check, "recorded for the site"

@@ -42,3 +42,18 @@ def test_pages_state_the_serving_model_band_level_and_currency(lifecycle_world: 
     series = (world.public / "BTC-USDT_1h.html").read_text()
     assert "Prices in USDT" in series and "<strong>80 % band</strong>" in series and "of 78 scored candles" in series
     assert 'href="evaluation.html"' in (world.public / "index.html").read_text()
+
+
+def test_status_page_shows_fired_retrain_triggers(lifecycle_world: LifecycleWorld) -> None:
+    from coin_core.lifecycle import open_scorebook
+    from coin_core.lifecycle.triggers import check_triggers
+
+    world = lifecycle_world.site
+    old = world.settings.model_copy(update={"retrain_max_age_days": 0.001})
+    with open_scorebook(world.settings) as book:
+        check = check_triggers(world.store, old, book, "BTC/USDT", "1h", now_ms=world.now_ms)
+    assert [t.kind for t in check.triggers] == ["age"]
+    world.publish()
+    status = (world.public / "status.html").read_text()
+    assert "Retrain requested:</strong> champion fitted" in status and status.count("data-triggers") == 1
+    assert json.loads((world.public / "track_record.json").read_text())["series"][0]["triggers"][0]["kind"] == "age"
