@@ -133,6 +133,9 @@ def test_a_damaged_event_log_is_an_error_naming_it(settings: Settings, forecast_
     with pytest.raises(DataValidationError, match="events.jsonl"):
         registry.rollback(settings, SYM, "1h")
     assert path.read_bytes() == before, "never reset"
+    served = forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 2 * HOUR)
+    assert served.status == "ok", "a damaged log blocks model changes, not forecasting"
+    assert path.read_bytes() == before
 
 
 def test_shadows_are_not_refit_nor_pruned(settings: Settings, forecast_store: SQLiteStore) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import Settings
-from ..errors import LockError, ModelError, StorageError
+from ..errors import DataValidationError, LockError, ModelError, StorageError
 from ..health import PredictionHealth, read_prediction_health, write_prediction_health
 from ..storage.base import CandleStore, Forecast
 from ..symbols import parse_symbol
@@ -82,7 +82,10 @@ def ensure_champion(store: CandleStore, settings: Settings, symbol: str, tf: Tim
     ``heal`` (the train flow) also replaces a champion whose artifact cannot be read; a cycle
     instead keeps the last good forecast and reports ``degraded``.
     """
-    registry.settle(settings, symbol, tf)
+    try:
+        registry.settle(settings, symbol, tf)
+    except DataValidationError as exc:  # a damaged event log blocks model changes, not serving
+        log.error("%s %s: %s", symbol, tf, exc)
     found = registry.registered(settings, symbol, tf, intact=heal)
     champion = next((m for m in found if m.role == "champion"), None)
     if champion is not None:

@@ -37,7 +37,7 @@ from ..symbols import parse_symbol, slug
 from ..timeframes import Timeframe, parse_timeframe
 from .base import Model, ModelMetadata, read_artifact, read_metadata
 from .decision import GateDecision
-from .events import EVENTS_FILE, Actor, ModelEvent, append_event, read_events
+from .events import EVENTS_FILE, Actor, ModelEvent, append_event, event_count, read_events
 from .locks import series_lock
 
 __all__ = [
@@ -212,8 +212,8 @@ def recover(settings: Settings, symbol: str, tf: Timeframe) -> RegistryState:
 def settle(settings: Settings, symbol: str, tf: Timeframe) -> None:
     """Finish a change a killed run left half-done; a cheap read when there is none."""
     state = read_pointer(settings, symbol, tf)
-    events = model_events(settings, symbol, tf)
-    if events and (state is None or state.event_seq < events[-1].seq):
+    logged = event_count(events_path(settings, symbol, tf))
+    if logged and (state is None or state.event_seq < logged):
         with _changing(settings, symbol, tf, REGISTER_WAIT_S):
             pass
 

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Iterator, Literal, get_args
 
+import numpy as np
 import pandas as pd
 
 from ..candles import COLUMNS, empty_frame, validate_candles
@@ -74,9 +75,16 @@ def points_payload(points: pd.DataFrame) -> dict[str, list[Any]]:
 
 
 def points_frame(payload: dict[str, list[Any]]) -> pd.DataFrame:
-    """The stored JSON back as a frame with every :data:`STORED_COLUMNS` (NaN for nulls)."""
-    frame = pd.DataFrame(payload).reindex(columns=list(STORED_COLUMNS))
-    return frame.astype({"ts": "int64", **{c: "float64" for c in STORED_COLUMNS[1:]}})
+    """The stored JSON back as a frame with every :data:`STORED_COLUMNS` (NaN for nulls).
+
+    Built from numpy arrays directly: scoring reads a day of runs of every model each cycle.
+    """
+    n = len(payload.get("ts", []))
+    columns: dict[str, np.ndarray] = {"ts": np.asarray(payload.get("ts", []), dtype="int64")}
+    for column in STORED_COLUMNS[1:]:
+        values = payload.get(column)
+        columns[column] = np.asarray(values, dtype="float64") if values is not None else np.full(n, np.nan)
+    return pd.DataFrame(columns)
 
 
 class CandleStore(ABC):
