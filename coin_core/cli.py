@@ -192,11 +192,12 @@ def _config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 @command("exchange", "Run the simulated Binance-compatible exchange on 127.0.0.1.",
-         "coin-predict exchange --port 8765 --replay-dir ../shared/data/market")
+         "coin-predict exchange --port 8765 --replay-dir ./market --start 2022-06-01T00:00Z")
 def _exchange(args: argparse.Namespace, settings: Settings) -> int:
     from .exchange_sim import serve_forever
 
-    serve_forever(host=args.host, port=args.port, symbols=settings.target_symbols, replay_dir=args.replay_dir)
+    serve_forever(host=args.host, port=args.port, symbols=settings.target_symbols, replay_dir=args.replay_dir,
+                  start=args.start, speed=args.speed, request_log=args.request_log)
     return 0
 
 
@@ -235,9 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--origins", type=int, help="scored origins per series (default 200, at least 50)")
             p.add_argument("--workers", type=int, help="processes for the fits (default: every core; 1 = serial)")
         if name == "exchange":
-            p.add_argument("--host", default="127.0.0.1")
-            p.add_argument("--port", type=int, default=8765)
+            p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+            p.add_argument("--port", type=int, default=8765, help="port to listen on, 0..65535 (default 8765)")
             p.add_argument("--replay-dir", help="replay binance_{SLUG}_{TF}.csv files from this folder")
+            p.add_argument("--start", help="simulated clock at start-up, ISO 8601 (e.g. 2022-06-01T00:00Z; "
+                                          "default: now)")
+            p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
+            p.add_argument("--request-log", default="-", metavar="FILE",
+                           help="one line per request to FILE (appended), '-' for stderr (default), 'off'")
         if name == "demo":
             p.add_argument("--serve", type=int, metavar="PORT", help="serve public/ on 127.0.0.1:PORT afterwards")
             p.add_argument("--lookback-days", type=int, default=365, help="1h history to backfill (default 365)")

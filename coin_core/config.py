@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     )
     exchange_timeout_s: float = Field(default=10.0, gt=0)
     exchange_max_retries: int = Field(default=5, ge=0)
+    exchange_max_clock_skew_s: float = Field(
+        default=300.0, ge=1, le=86_400, description="beyond this lead over the local clock, the exchange's is not used"
+    )
     exchange_api_key: SecretStr | None = None
     exchange_secret: SecretStr | None = None
 

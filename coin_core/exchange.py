@@ -11,6 +11,18 @@ Error translation at this boundary (ccxt -> :mod:`coin_core.errors`):
 * every other ccxt error — ``BadSymbol``, ``BadRequest``, ``AuthenticationError``,
   ``PermissionDenied``, ``NotSupported``, plain ``ExchangeError`` — is *permanent*:
   :class:`PermanentExchangeError` at once, no retry.
+* an HTTP 200 answer that is not what the endpoint returns — an HTML page, truncated JSON, an
+  empty body, for Binance klines anything but a JSON list — is *transient* too (a proxy or a cut
+  connection, not the market): ccxt would read it as "no candles", which is never true here.
+
+Each klines row is parsed by ccxt's own row parser but not filtered by it: ccxt drops rows whose
+open time is missing, zero or before ``since``, and those would silently leave a hole that looks
+like an exchange gap. Rows that are not lists of at least 6 values are passed on as they are,
+for validation to count.
+
+The exchange's clock decides which candles are closed, but only within
+``EXCHANGE_MAX_CLOCK_SKEW_S`` of the local clock: an exchange clock further ahead would make the
+in-progress candle look closed, so the local clock is used then (and the skew reported).
 
 Messages never carry the API key or secret: both are redacted, and when a lower-level message
 contained one, the ccxt exception is not chained either.
@@ -18,6 +30,7 @@ contained one, the ccxt exception is not chained either.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from email.utils import parsedate_to_datetime
@@ -33,9 +46,24 @@ from .symbols import check_listed, parse_symbol
 
 __all__ = ["ExchangeClient", "MAX_PAGE"]
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_PAGE = 1000  # Binance's spot klines maximum; ccxt clamps to it as well
 _MAX_MESSAGE = 400
+
+
+class MalformedAnswer(ccxt.OperationFailed):
+    """An HTTP 200 answer that is not the endpoint's payload: retried like a network error."""
+
+
+def _describe(body: object) -> str:
+    """A short, printable account of an unusable answer body."""
+    if body is None or body == "":
+        return "an empty body"
+    if isinstance(body, (bytes, str)):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        return f"{len(text)} characters starting {' '.join(text[:40].split())!r}"
+    return f"a JSON {type(body).__name__}"
 
 
 def _point_urls_at(exchange: ccxt.Exchange, base_url: str) -> None:
@@ -57,7 +85,8 @@ def _build(settings: Settings, rate_limit_ms: int | None) -> ccxt.Exchange:
     cls = getattr(ccxt, settings.exchange_id, None)
     if not (isinstance(cls, type) and issubclass(cls, ccxt.Exchange)):
         raise ConfigError(f"unknown EXCHANGE_ID {settings.exchange_id!r}: not an exchange ccxt supports")
-    config: dict[str, Any] = {"enableRateLimit": True, "timeout": int(settings.exchange_timeout_s * 1000)}
+    config: dict[str, Any] = {"enableRateLimit": True, "timeout": int(settings.exchange_timeout_s * 1000),
+                              "enableLastJsonResponse": True, "enableLastHttpResponse": True}
     if rate_limit_ms is not None:
         config["rateLimit"] = rate_limit_ms
     if settings.exchange_api_key is not None:
@@ -94,8 +123,9 @@ def _parse_retry_after(raw: str | None) -> float | None:
 class ExchangeClient:
     """A ccxt exchange configured from :class:`Settings`, with retries and error translation.
 
-    ``sleep``, ``backoff_base_s``/``backoff_cap_s`` and ``rng`` are injectable so tests are fast
-    and deterministic; ``rate_limit_ms`` overrides ccxt's throttle interval (None keeps ccxt's).
+    ``sleep``, ``backoff_base_s``/``backoff_cap_s``, ``rng`` and ``clock`` (the local clock, seconds
+    like :func:`time.time`) are injectable so tests are fast and deterministic; ``rate_limit_ms``
+    overrides ccxt's throttle interval (None keeps ccxt's).
     Like the ccxt instance it wraps, a client is not shared between threads: use one per thread.
     """
 
@@ -109,12 +139,17 @@ class ExchangeClient:
         rate_limit_ms: int | None = None,
         rng: random.Random | None = None,
         markets: Mapping[str, dict[str, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.exchange_id = settings.exchange_id
         self._max_retries = settings.exchange_max_retries
         self._sleep = sleep
         self._base, self._cap = backoff_base_s, backoff_cap_s
         self._rng = rng or random.Random()
+        self._clock = clock
+        self._max_skew_ms = int(settings.exchange_max_clock_skew_s * 1000)
+        self.clock_note: str | None = None
+        """Set by :meth:`now_ms` when the exchange's clock was beyond the skew bound."""
         self._secrets = [s.get_secret_value() for s in (settings.exchange_api_key, settings.exchange_secret)
                          if s is not None and s.get_secret_value()]
         self._exchange = _build(settings, rate_limit_ms)
@@ -129,7 +164,9 @@ class ExchangeClient:
     def markets(self) -> list[str]:
         """Unified symbols of the active spot markets (loaded once per client)."""
         if self._markets is None:
-            loaded = self._call("load_markets", self._exchange.load_markets)
+            loaded = self._call("load_markets", self._answered, self._exchange.load_markets, True,
+                                shape=lambda raw: isinstance(raw, dict) and isinstance(raw.get("symbols"), list),
+                                expected="an exchangeInfo object with a symbols list")
             self._markets = sorted(
                 s for s, m in loaded.items() if m.get("spot") and m.get("active") is not False
             )
@@ -149,19 +186,36 @@ class ExchangeClient:
         check_listed([parse_symbol(s) for s in symbols], self.markets(), self.exchange_id)
 
     def now_ms(self) -> int:
-        """The exchange's clock when it has one (closed-candle decisions use exchange time)."""
-        if self._exchange.has.get("fetchTime"):
-            value = self._call("fetch_time", self._exchange.fetch_time)
-            if value is not None:
-                return int(value)
-        return int(time.time() * 1000)
+        """The exchange's clock when it has one and it is not ahead of the local one by more
+        than the skew bound; otherwise the local clock (closed-candle decisions use this)."""
+        local = int(self._clock() * 1000)
+        self.clock_note = None
+        if not self._exchange.has.get("fetchTime"):
+            return local
+        value = self._call("fetch_time", self._answered, self._exchange.fetch_time,
+                           shape=lambda raw: isinstance(raw, dict) and isinstance(raw.get("serverTime"), int),
+                           expected="an object with an integer serverTime")
+        if not isinstance(value, int) or isinstance(value, bool):
+            return local  # another exchange's shape ccxt could not read a time from
+        skew = value - local
+        if abs(skew) <= self._max_skew_ms:
+            return value
+        # Ahead: trusting it would take in-progress candles as closed. Behind is the safe side
+        # (no candle is taken as closed before the exchange itself closes it), so it is kept.
+        use = "the local clock is used" if skew > 0 else "its clock is kept (the safe side)"
+        self.clock_note = (f"exchange clock {abs(skew) / 1000:,.0f} s {'ahead of' if skew > 0 else 'behind'} "
+                           f"the local clock (bound {self._max_skew_ms / 1000:,.0f} s): {use}")
+        log.warning("%s %s", self.exchange_id, self.clock_note)
+        return local if skew > 0 else value
 
     def fetch_ohlcv(self, symbol: str, tf: str, since: int | None, limit: int = MAX_PAGE,
                     until: int | None = None) -> list[list[Any]]:
         """One page of raw ccxt OHLCV rows ``[ts, o, h, l, c, v]``, oldest first.
 
-        Rows are returned as parsed by ccxt, unvalidated (a malformed value is ``None``):
-        :func:`coin_core.candles.validate_candles` decides what is stored.
+        Rows are returned as parsed by ccxt, unvalidated and unfiltered (a malformed value is
+        ``None``; a row that is not a list of at least 6 values is passed on as it came):
+        :func:`coin_core.candles.validate_candles` decides what is stored. An answer that is not
+        a list of rows raises :class:`TransientExchangeError` after the retries.
         """
         symbol, timeframe = parse_symbol(symbol), tfs.parse_timeframe(tf)
         if limit < 1:
@@ -169,13 +223,45 @@ class ExchangeClient:
         self.markets()
         params = {} if until is None else {"until": int(until)}
         what = f"fetch_ohlcv {symbol} {timeframe}"
-        rows = self._call(what, self._exchange.fetch_ohlcv, symbol, timeframe, since, min(limit, MAX_PAGE), params)
-        return [list(r) for r in rows]
+        return self._call(what, self._page, symbol, timeframe, since, min(limit, MAX_PAGE), params)
+
+    def _answered(self, fn: Callable[..., T], *args: Any, shape: Callable[[Any], bool], expected: str) -> T:
+        """Call ccxt, then check the answer it read was JSON and, from Binance, of ``shape``:
+        ccxt reads an HTML page or ``{}`` as "nothing", which is never what the endpoint says."""
+        try:
+            result = fn(*args)
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise MalformedAnswer(f"unparsable answer ({type(exc).__name__}: {exc})") from exc
+        raw = self._exchange.last_json_response
+        if raw is None:
+            body = _describe(self._exchange.last_http_response)
+            raise MalformedAnswer(f"HTTP 200 answer is not a JSON object or list: {body}")
+        if isinstance(self._exchange, ccxt.binance) and not shape(raw):
+            raise MalformedAnswer(f"HTTP 200 answer is {_describe(raw)}, not {expected}")
+        return result
+
+    def _page(self, symbol: str, timeframe: str, since: int | None, limit: int, params: dict[str, Any]) -> list[Any]:
+        rows = self._answered(self._exchange.fetch_ohlcv, symbol, timeframe, since, limit, params,
+                              shape=lambda raw: isinstance(raw, list), expected="a list of klines")
+        raw = self._exchange.last_json_response
+        if not isinstance(self._exchange, ccxt.binance):
+            return [list(r) for r in rows]  # another wire shape: ccxt's parse is all there is
+        whole = [isinstance(r, list) and len(r) >= 6 for r in raw]
+        if len(rows) == len(raw) and all(whole):
+            return [list(r) for r in rows]  # ccxt dropped nothing: its parse is the one (~30 ms a page)
+        market = self._exchange.market(symbol)
+        return [self._exchange.parse_ohlcv(r, market) if ok else r for r, ok in zip(raw, whole)]
 
     def earliest_ts(self, symbol: str, tf: str) -> int | None:
         """Open time of the first candle the exchange has for the series (None: no data)."""
         rows = self.fetch_ohlcv(symbol, tf, since=0, limit=1)
-        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+        if not rows:
+            return None
+        first = rows[0][0] if isinstance(rows[0], list) and rows[0] else None
+        if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+            raise TransientExchangeError(f"{self.exchange_id} fetch_ohlcv {symbol} {tf}: first candle has an "
+                                         f"unusable open time {str(first)[:40]!r}")
+        return tfs.floor(first, tfs.parse_timeframe(tf))
 
     def close(self) -> None:
         """Release the HTTP session."""
@@ -191,13 +277,13 @@ class ExchangeClient:
 
     # -- retries and translation -----------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         attempt = 0
         while True:
             attempt += 1
             self._exchange.last_response_headers = None  # a stale header must not steer a retry
             try:
-                return fn(*args)
+                return fn(*args, **kwargs)
             except ccxt.OperationFailed as exc:
                 retry_after = self._retry_after()
                 if attempt > self._max_retries or (retry_after or 0.0) > self._cap:

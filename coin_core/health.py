@@ -4,10 +4,18 @@ Cursors always come from the store (latest stored candle). These small JSON reco
 what a store cannot: whether a series' first backfill has completed (``hidden_backfilling``
 until it has) and whether this cycle's prediction failed (``degraded``, last good kept). Each
 file is written atomically; a missing or unreadable one reads as "nothing known yet".
+
+Writing a record never raises: it reports on work that already happened, and is often written
+by an error handler, so its own failure (a full disk under ``DATA_DIR``) must neither replace
+the real error with a traceback nor stop the other series. It must not leave a lie behind
+either: when the write fails, the previous record (say ``ok`` while this prediction failed) is
+removed, which frees its space, and the write is tried once more. The outcome is the new record
+or none at all ("nothing known"), never the stale one; each failure is one warning line.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from pathlib import Path
@@ -60,17 +68,40 @@ def _read(path: Path, model: type[BaseModel]) -> BaseModel | None:
         return None
 
 
+def _write(path: Path, record: BaseModel, what: str) -> bool:
+    """Replace the record at ``path``; True when written (see the module docstring when not)."""
+    data = record.model_dump_json()
+    try:
+        atomic_write_text(path, data)
+        return True
+    except OSError as exc:
+        first = exc
+    try:
+        path.unlink(missing_ok=True)  # a stale record must not outlive a failed update
+        atomic_write_text(path, data)
+        log.warning("%s: first write failed (%s); rewrote it after removing the old record", what, _why(first))
+        return True
+    except OSError as exc:
+        log.warning("cannot record %s (%s): the old record is removed, nothing is known until the next run",
+                    what, _why(exc))
+        return False
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+
+
 def read_ingest_state(data_dir: Path, symbol: str, tf: Timeframe) -> IngestState | None:
     return _read(_path(data_dir, "ingest", symbol, tf), IngestState)  # type: ignore[return-value]
 
 
-def write_ingest_state(data_dir: Path, symbol: str, tf: Timeframe, state: IngestState) -> None:
-    atomic_write_text(_path(data_dir, "ingest", symbol, tf), state.model_dump_json())
+def write_ingest_state(data_dir: Path, symbol: str, tf: Timeframe, state: IngestState) -> bool:
+    return _write(_path(data_dir, "ingest", symbol, tf), state, f"ingest state of {symbol} {tf}")
 
 
 def read_prediction_health(data_dir: Path, symbol: str, tf: Timeframe) -> PredictionHealth | None:
     return _read(_path(data_dir, "prediction", symbol, tf), PredictionHealth)  # type: ignore[return-value]
 
 
-def write_prediction_health(data_dir: Path, symbol: str, tf: Timeframe, health: PredictionHealth) -> None:
-    atomic_write_text(_path(data_dir, "prediction", symbol, tf), health.model_dump_json())
+def write_prediction_health(data_dir: Path, symbol: str, tf: Timeframe, health: PredictionHealth) -> bool:
+    return _write(_path(data_dir, "prediction", symbol, tf), health, f"prediction health of {symbol} {tf}")

@@ -8,7 +8,14 @@ Holes are handled in two ways. While paginating forward, the exchange returns th
 has in order, so a jump between two returned open times is an *exchange gap* (an outage such
 as Binance 2018-02-08): it is recorded as known and never re-fetched. Any other hole (a
 rejected malformed row, a lost write) is found by comparing the stored count with the expected
-count and is refilled; what the exchange still does not return then becomes a known gap.
+count and is refilled with requests that reach the stored candle after it.
+
+A range becomes a known gap only when a well-formed answer demonstrably skips it: candles after
+it and none in it, every row's open time trustworthy (a row whose open time is unknown, off the
+grid, in the future or before the request might be the skipped candle: such a page records no
+gap). A refill answered with no candle at all contradicts the store and is an error (the hole
+stays for the next run); a candle served invalid at its open time on the refill is recorded as a
+one-candle gap rather than refetched every cycle.
 """
 
 from __future__ import annotations
@@ -16,14 +23,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field
 
 from . import timeframes as tfs
-from .candles import to_frame, validate_candles
+from .candles import FUTURE, Rejection, to_frame, validate_candles
 from .config import Settings
-from .errors import CoinPredictError, StorageError, StorageUnavailableError
+from .errors import CoinPredictError, StorageError, StorageUnavailableError, TransientExchangeError
 from .exchange import ExchangeClient
 from .health import IngestState, read_ingest_state, write_ingest_state
 from .storage import CandleStore, open_store
@@ -37,6 +46,8 @@ log = logging.getLogger(__name__)
 
 PAGE_LIMIT = 1000
 MAX_REFILLS_PER_RUN = 50
+JUMP_FACTOR = 10.0  # a candle reaching 10x (or 1/10) the previous close is flagged, not dropped
+MAX_FLAGGED_LISTED = 20
 _DAY_MS = 86_400_000
 
 Progress = Callable[[str, str, int, int, int], None]
@@ -52,6 +63,10 @@ class SeriesReport(BaseModel):
     gaps_found: int = 0
     gaps_filled: int = 0
     known_gaps: int = 0
+    flagged: int = 0
+    """Stored candles moving over JUMP_FACTOR x against the previous close: for a human to review."""
+    flagged_at: list[int] = Field(default_factory=list)
+    clock_note: str | None = None
     skipped: bool = False
     seconds: float = 0.0
     error: str | None = None
@@ -61,7 +76,7 @@ class SeriesReport(BaseModel):
         return {
             "series": f"{self.symbol} {self.timeframe}", "new candles": self.new_candles,
             "rejected": self.rejected, "gaps": self.gaps_found, "known gaps": self.known_gaps,
-            "skipped": self.skipped, "seconds": round(self.seconds, 2), "error": self.error or "",
+            "flagged": self.flagged, "skipped": self.skipped, "seconds": round(self.seconds, 2), "error": self.error or "",
         }
 
 
@@ -99,67 +114,131 @@ class _Pager:
                  now_ms: int, report: SeriesReport, progress: Progress | None) -> None:
         self.store, self.client, self.symbol, self.tf = store, client, symbol, tf
         self.now_ms, self.report, self.progress = now_ms, report, progress
+        self.target = tfs.last_closed_open(now_ms, tf)
         self.reasons: Counter[str] = Counter()
-        self._ambiguous = False
+        self.invalid: set[int] = set()  # open times the exchange served invalid (reset per refill)
+        self._prev_close: float | None = None
 
     def run(self, start: int, end: int, *, bounded: bool, leading: bool = True) -> None:
-        """Fetch ``[start, end]`` (open times) page by page.
+        """Fetch ``[start, end]`` (aligned open times) page by page.
 
-        A hole counts as a known exchange gap only when the exchange has shown a candle after
-        it (``bounded``: a refill between two stored candles), so a momentarily empty answer
-        about the newest candles is retried next cycle rather than written off.
+        ``bounded``: a refill of a hole a stored candle follows. Its requests reach that candle,
+        so a well-formed answer either has the hole's candles or demonstrably skips them (rows
+        after the hole, none in it: a known gap); an answer with no row at all contradicts the
+        store and is an error, retried next run.
         """
-        cursor = start
+        cursor, until = start, (max(self.target, tfs.add(end, self.tf, 1)) if bounded else end)
+        self._prev_close = self._close_before(start)
         while cursor <= end:
-            rows = self.client.fetch_ohlcv(self.symbol, self.tf, since=cursor, limit=PAGE_LIMIT, until=end)
-            seen = self._store_page(rows, cursor, end)
+            # A refill asks for the hole plus one candle: the one that proves what the answer skips.
+            limit = min(PAGE_LIMIT, tfs.count_between(cursor, end, self.tf) + 1) if bounded else PAGE_LIMIT
+            rows = self.client.fetch_ohlcv(self.symbol, self.tf, since=cursor, limit=limit, until=until)
+            seen, ambiguous = self._store_page(rows, cursor, end, head_known=leading)
             if not seen:
-                if bounded and not self._ambiguous:
-                    self._known_gap(cursor, end)
+                if bounded and not ambiguous:
+                    raise TransientExchangeError(
+                        f"{self.symbol} {self.tf}: the exchange answered no candle from {_iso(cursor)} on, although "
+                        f"{_iso(tfs.add(end, self.tf, 1))} is stored; the hole is kept and refetched next run")
                 return
-            self._record_jumps(cursor, seen, leading)
+            if not ambiguous:  # a row whose open time is unknown may be the candle a jump skips
+                self._record_jumps(cursor, end, seen, leading)
             leading = True
             cursor = tfs.add(seen[-1], self.tf, 1)
             if self.progress:
                 self.progress(self.symbol, self.tf, self.report.new_candles, cursor, end)
 
-    def _store_page(self, rows: list[list], cursor: int, end: int) -> list[int]:
-        """Validate and store a page; return the sorted open times the exchange returned in range."""
-        frame = to_frame(r for r in rows if isinstance(r, (list, tuple)) and len(r) >= 6)
-        malformed = sum(1 for r in rows if not (isinstance(r, (list, tuple)) and len(r) >= 6))
-        self.reasons.update({"row with fewer than 6 fields": malformed} if malformed else {})
-        checked = validate_candles(frame, self.tf, self.now_ms)
-        self.reasons.update(r.reason for r in checked.rejected)
-        valid = checked.valid[(checked.valid["ts"] >= cursor) & (checked.valid["ts"] <= end)]
-        self.report.new_candles += self.store.write_candles(self.symbol, self.tf, valid)
-        seen = {int(t) for t in valid["ts"]}
-        seen |= {r.ts for r in checked.rejected if r.ts is not None and cursor <= r.ts <= end}
-        # An unparseable timestamp hides where the hole is: leave it to the refill pass.
-        self._ambiguous = malformed > 0 or any(r.ts is None for r in checked.rejected)
-        return sorted(seen)
+    def _store_page(self, rows: list[Any], cursor: int, end: int, *, head_known: bool) -> tuple[list[int], bool]:
+        """Validate a page and store its candles in ``[cursor, end]``.
 
-    def _record_jumps(self, cursor: int, seen: list[int], leading: bool) -> None:
-        if self._ambiguous:
-            return
+        Returns the sorted open times at or after ``cursor`` where the exchange has a candle
+        (valid, or invalid at a trustworthy open time), and whether some row's place is unknown.
+        ``head_known`` False (a first backfill): no stored candle precedes the page, so a row of
+        unknown place before its first candle could never be refilled; nothing is stored then.
+        """
+        listed = [r for r in rows if isinstance(r, (list, tuple)) and len(r) >= 6]
+        checked = validate_candles(to_frame(listed), self.tf, self.now_ms)
+        valid = checked.valid
+        early = int((valid["ts"] < cursor).sum())
+        self.reasons.update(r.reason for r in checked.rejected)
+        self.reasons.update(["row is not a list of 6 values"] * (len(rows) - len(listed))
+                            + ["open time before the requested start"] * early)
+        placed = {int(r.ts) for r in checked.rejected if self._placed(r, cursor)}  # type: ignore[arg-type]
+        self.invalid |= placed
+        seen = sorted({int(t) for t in valid["ts"] if t >= cursor} | placed)
+        ambiguous = len(listed) < len(rows) or early > 0 or not all(self._placed(r, cursor) for r in checked.rejected)
+        if ambiguous and not head_known and (not seen or seen[0] > cursor):
+            raise TransientExchangeError(
+                f"{self.symbol} {self.tf}: the first candle of the backfill from {_iso(cursor)} is uncertain "
+                f"(a row of unknown open time precedes {_iso(seen[0]) if seen else 'nothing'}); nothing stored")
+        fresh = valid[(valid["ts"] >= cursor) & (valid["ts"] <= end)]
+        self._flag_jumps(fresh)
+        self.report.new_candles += self.store.write_candles(self.symbol, self.tf, fresh)
+        return seen, ambiguous
+
+    def _placed(self, rejection: Rejection, cursor: int) -> bool:
+        """A rejected row whose open time can be trusted to name the candle it stands for."""
+        ts = rejection.ts
+        return (ts is not None and cursor <= ts <= self.now_ms and rejection.reason != FUTURE
+                and tfs.is_aligned(ts, self.tf))
+
+    def _record_jumps(self, cursor: int, end: int, seen: list[int], leading: bool) -> None:
         previous = tfs.add(cursor, self.tf, -1) if leading else seen[0]
         for ts in seen:
-            if ts > tfs.add(previous, self.tf, 1):
-                self._known_gap(tfs.add(previous, self.tf, 1), tfs.add(ts, self.tf, -1))
+            first_missing = tfs.add(previous, self.tf, 1)
+            if ts > first_missing and first_missing <= end:
+                self._known_gap(first_missing, min(tfs.add(ts, self.tf, -1), end))
+            if ts > end:
+                return
             previous = ts
 
     def _known_gap(self, start: int, end: int) -> None:
         self.store.add_known_gap(self.symbol, self.tf, start, end)
         self.report.known_gaps += 1
-        log.info("known exchange gap %s %s %s -> %s", self.symbol, self.tf,
-                 tfs.to_datetime(start).isoformat(), tfs.to_datetime(end).isoformat())
+        log.info("known exchange gap %s %s %s -> %s", self.symbol, self.tf, _iso(start), _iso(end))
+
+    def _close_before(self, start: int) -> float | None:
+        before = tfs.add(start, self.tf, -1)
+        frame = self.store.read_candles(self.symbol, self.tf, before, before)
+        return float(frame["close"].iloc[-1]) if len(frame) else None
+
+    def _flag_jumps(self, fresh: pd.DataFrame) -> None:
+        """Count (and log) candles that move tenfold against the previous close: kept, for review."""
+        if fresh.empty:
+            return
+        prev = fresh["close"].shift(1)
+        prev.iloc[0] = self._prev_close if self._prev_close is not None else np.nan
+        jump = (fresh["high"] > JUMP_FACTOR * prev) | (fresh["low"] < prev / JUMP_FACTOR)
+        self._prev_close = float(fresh["close"].iloc[-1])
+        flagged = fresh.loc[jump.to_numpy(), "ts"].tolist()
+        if flagged:
+            self.report.flagged += len(flagged)
+            self.report.flagged_at = (self.report.flagged_at + [int(t) for t in flagged])[:MAX_FLAGGED_LISTED]
+            log.warning("%s %s: %d candle(s) move over %gx against the previous close (stored, flagged "
+                        "for review), first at %s", self.symbol, self.tf, len(flagged), JUMP_FACTOR, _iso(int(flagged[0])))
 
 
-def _subtract(start: int, end: int, known: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Parts of ``[start, end]`` not covered by any known gap."""
+def _iso(ts: int) -> str:
+    return tfs.to_datetime(ts).isoformat()
+
+
+def _subtract(start: int, end: int, known: list[tuple[int, int]], tf: tfs.Timeframe) -> list[tuple[int, int]]:
+    """Parts of ``[start, end]`` not covered by any known gap (every bound an aligned open time)."""
     parts = [(start, end)]
     for g_start, g_end in known:
-        parts = [p for a, b in parts for p in ((a, min(b, g_start - 1)), (max(a, g_end + 1), b)) if p[0] <= p[1]]
+        before, after = tfs.add(g_start, tf, -1), tfs.add(g_end, tf, 1)
+        parts = [p for a, b in parts for p in ((a, min(b, before)), (max(a, after), b)) if p[0] <= p[1]]
     return parts
+
+
+def _merged(known: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Known gaps as disjoint ranges (two records may overlap: counting both would hide a hole)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(known):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def find_missing_ranges(store: CandleStore, symbol: str, tf: tfs.Timeframe, chunk_size: int = 20_000) -> list[tuple[int, int]]:
@@ -172,13 +251,13 @@ def find_missing_ranges(store: CandleStore, symbol: str, tf: tfs.Timeframe, chun
     if bounds is None:
         return []
     first, last = bounds
-    known = store.known_gaps(symbol, tf)
+    known = _merged(store.known_gaps(symbol, tf))
     expected = tfs.count_between(first, last, tf) - sum(
         tfs.count_between(max(a, first), min(b, last), tf) for a, b in known)
     if store.count(symbol, tf) >= expected:
         return []
     opens = (ts for page in store.iter_candles(symbol, tf, chunk_size=chunk_size) for ts in page["ts"].tolist())
-    return [part for a, b in _holes(opens, tf, first, last) for part in _subtract(a, b, known)]
+    return [part for a, b in _holes(opens, tf, first, last) for part in _subtract(a, b, known, tf)]
 
 
 def _holes(opens: Iterable[int], tf: tfs.Timeframe, start: int, end: int) -> list[tuple[int, int]]:
@@ -195,18 +274,38 @@ def _holes(opens: Iterable[int], tf: tfs.Timeframe, start: int, end: int) -> lis
 
 
 def _refill(pager: _Pager, report: SeriesReport) -> None:
+    """Refetch every hole; one that fails stays a hole for the next run, the others go on."""
     holes = find_missing_ranges(pager.store, pager.symbol, pager.tf)
     report.gaps_found = len(holes)
+    failed: TransientExchangeError | None = None
     for start, end in holes[:MAX_REFILLS_PER_RUN]:
-        before, rejected = report.new_candles, sum(pager.reasons.values())
-        pager.run(start, end, bounded=True)
+        before, pager.invalid = report.new_candles, set()
+        try:
+            pager.run(start, end, bounded=True)
+        except TransientExchangeError as exc:
+            failed = failed or exc
+            continue
         report.gaps_filled += int(report.new_candles > before)
-        if sum(pager.reasons.values()) > rejected:
-            # Served invalid again on a second asking: record it once rather than refetching
-            # (and re-rejecting) it every cycle; the runbook says how to re-probe.
-            present = pager.store.read_candles(pager.symbol, pager.tf, start, end)["ts"].tolist()
-            for a, b in _holes(present, pager.tf, start, end):
-                pager._known_gap(a, b)
+        # Served invalid at its open time on a second asking (the hole was left by an earlier
+        # rejection): recorded once rather than refetched and re-rejected every cycle; the
+        # runbook says how to re-probe. A row of unknown place never makes a gap.
+        again = sorted(t for t in pager.invalid if start <= t <= end)
+        present = set(pager.store.read_candles(pager.symbol, pager.tf, start, end)["ts"].tolist())
+        for a, b in _runs([t for t in again if t not in present], pager.tf):
+            pager._known_gap(a, b)
+    if failed is not None:
+        raise failed
+
+
+def _runs(opens: list[int], tf: tfs.Timeframe) -> list[tuple[int, int]]:
+    """Consecutive aligned open times grouped into ``(first, last)`` ranges."""
+    out: list[tuple[int, int]] = []
+    for ts in opens:
+        if out and ts == tfs.add(out[-1][1], tf, 1):
+            out[-1] = (out[-1][0], ts)
+        else:
+            out.append((ts, ts))
+    return out
 
 
 def apply_retention(store: CandleStore, settings: Settings, symbol: str, tf: tfs.Timeframe, now_ms: int) -> None:
@@ -227,11 +326,12 @@ def apply_retention(store: CandleStore, settings: Settings, symbol: str, tf: tfs
 def ingest_series(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str,
                   tf: tfs.Timeframe, *, now_ms: int | None = None, progress: Progress | None = None) -> SeriesReport:
     """Bring one series up to the exchange's latest closed candle; errors propagate to the caller."""
-    began = time.monotonic()
+    began, now_ms_given = time.monotonic(), now_ms
     now_ms = now_ms if now_ms is not None else client.now_ms()
     report = SeriesReport(symbol=symbol, timeframe=tf)
+    report.clock_note = client.clock_note if now_ms_given is None else None
     pager = _Pager(store, client, symbol, tf, now_ms, report, progress)
-    target = tfs.last_closed_open(now_ms, tf)
+    target = pager.target
     latest = store.latest_ts(symbol, tf)
     if latest is not None and latest >= target:
         report.skipped = True  # detection gate: no new closed candle, no network call

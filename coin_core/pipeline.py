@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Iterable
 from pydantic import BaseModel
 
 from .config import Settings
+from .errors import StorageError
 from .ingest import IngestReport, Progress, run_ingest
 from .storage import open_store
 
@@ -37,14 +38,19 @@ def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timef
 
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     reports: dict[str, RetrainReport] = {}
-    with open_store(settings) as store:
+    try:
         book = open_scorebook(settings)
+    except StorageError as exc:  # the gate then judges on backtests alone
+        log.warning("live scores unavailable to the gate: %s", exc)
+        book = None
+    with open_store(settings) as store:
         try:
             for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
                 reports[f"{symbol} {tf}"] = retrain_series(store, settings, book, symbol, tf, lookback=lookback,
                                                            actor=actor, now_ms=now)
         finally:
-            book.close()
+            if book is not None:
+                book.close()
     run_publish(settings, now_ms=now)
     return reports
 

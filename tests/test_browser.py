@@ -150,3 +150,57 @@ def test_hostile_title_is_shown_as_text_and_never_runs(browser: Any, site_world:
             assert page.locator("img").count() == 0
             page.context.close()
             assert_clean(visit, base)
+
+
+CHART_TEXT_METRICS = """() => {
+  const svg = document.querySelector('svg.price-chart');
+  const box = svg.getBoundingClientRect();
+  const scale = box.width / svg.viewBox.baseVal.width;
+  return [...svg.querySelectorAll('text')].map(t => {
+    const r = t.getBoundingClientRect();
+    return {text: t.textContent, cls: t.getAttribute('class'), px: parseFloat(getComputedStyle(t).fontSize) * scale,
+            left: r.left, right: r.right, top: r.top, bottom: r.bottom,
+            svgLeft: box.left, svgRight: box.right, svgTop: box.top, svgBottom: box.bottom,
+            viewport: window.innerWidth};
+  });
+}"""
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_chart_text_is_legible_and_uncut_on_a_phone_and_a_desktop(browser: Any, site_world: SiteWorld, width: int) -> None:
+    """Every label of the chart renders at >= 11 px, inside the chart and the screen, none overlapping."""
+    site_world.publish()
+    with serve_directory(site_world.public) as base:
+        page, visit = open_page(browser, f"{base}/BTC-USDT_1h.html", width=width, height=844)
+        texts = page.evaluate(CHART_TEXT_METRICS)
+        shot(page, f"chart_{width}px.png")
+        page.context.close()
+    assert_clean(visit, base)
+    assert {t["cls"] for t in texts} >= {"x-label", "y-label", "boundary-label"}
+    for t in texts:
+        assert t["px"] >= 11, f"{t['text']!r} renders at {t['px']:.1f}px"
+        assert t["svgLeft"] - 0.5 <= t["left"] and t["right"] <= t["svgRight"] + 0.5, f"{t['text']!r} is cut at a side"
+        assert t["svgTop"] - 0.5 <= t["top"] and t["bottom"] <= t["svgBottom"] + 0.5, f"{t['text']!r} is cut at the top/bottom"
+        assert 0 <= t["left"] and t["right"] <= t["viewport"], f"{t['text']!r} is off screen"
+    for kind in ("x-label", "y-label"):
+        boxes = sorted((t for t in texts if t["cls"] == kind), key=lambda t: (t["left"], t["top"]))
+        for a, b in zip(boxes, boxes[1:]):
+            apart = a["right"] <= b["left"] if kind == "x-label" else a["bottom"] <= b["top"] or b["bottom"] <= a["top"]
+            assert apart, f"{a['text']!r} overlaps {b['text']!r}"
+
+
+def test_prices_carry_their_currency_and_candles_their_opening_time(browser: Any, site_world: SiteWorld) -> None:
+    site_world.publish()
+    latest = site_world.store.latest_ts("BTC/USDT", "1h")
+    from coin_core.publish.format import format_candle
+
+    with serve_directory(site_world.public) as base:
+        for name in ("index.html", "BTC-USDT_1h.html", "status.html"):
+            page, visit = open_page(browser, f"{base}/{name}", width=390, height=844)
+            prices = page.locator("[data-price]").all_inner_texts()
+            assert all(p.strip().endswith("USDT") for p in prices), prices
+            assert name == "status.html" or len(prices) >= 2
+            assert f"candle {format_candle(latest)}" in page.locator("main").inner_text().replace("\n", " ") or \
+                format_candle(latest) in page.locator(f'[data-candle="{latest}"]').first.inner_text()
+            page.context.close()
+            assert_clean(visit, base)

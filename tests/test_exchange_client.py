@@ -227,3 +227,92 @@ def test_market_snapshot_lets_another_client_fetch_without_loading_markets(sim_s
         rows = second.fetch_ohlcv("BTC/USDT", "1h", since=None, limit=5)
         assert second.markets() == ["BTC/USDT"]
     assert len(rows) == 5 and sim_exchange.count("/api/v3/exchangeInfo") == loads
+
+
+# -- answers that are not what the endpoint returns ------------------------------------------------
+
+@pytest.mark.parametrize("variant", ["html", "truncated_json", "empty", "object", "number"])
+def test_a_garbage_200_answer_is_transient_never_an_empty_page(client: ExchangeClient, sim_exchange: SimExchange,
+                                                                sleeps: Sleeps, variant: str) -> None:
+    since = NOW_MS - 10 * H
+    sim_exchange.faults.add("bad_body", count=None, variant=variant)
+    with pytest.raises(TransientExchangeError, match="HTTP 200 answer is|unparsable answer") as caught:
+        client.fetch_ohlcv("BTC/USDT", "1h", since=since)
+    assert "after 4 attempt(s)" in str(caught.value)
+    assert sim_exchange.count(KLINES) == 4 and len(sleeps.calls) == 3  # EXCHANGE_MAX_RETRIES=3
+    sim_exchange.faults.clear()
+    sim_exchange.faults.add("bad_body", count=1, variant=variant)
+    rows = client.fetch_ohlcv("BTC/USDT", "1h", since=since, until=tfs.floor(NOW_MS, "1h") - H)
+    assert rows == sim_exchange.expected_closed("BTC/USDT", "1h", since, NOW_MS)
+
+
+def test_an_empty_list_is_a_well_formed_empty_page(client: ExchangeClient, sim_exchange: SimExchange) -> None:
+    sim_exchange.faults.add("bad_body", variant="empty_list")
+    assert client.fetch_ohlcv("BTC/USDT", "1h", since=NOW_MS - 10 * H) == []  # ingest judges it
+
+
+@pytest.mark.parametrize("variant, check", [
+    ("null_row", lambda row: row is None),
+    ("dict_row", lambda row: isinstance(row, dict)),
+    ("negative_time", lambda row: row[0] < 0),
+    ("future_time", lambda row: row[0] > NOW_MS + 50 * 365 * 24 * H),
+    ("misaligned_time", lambda row: row[0] % H == 1),
+    ("huge_value", lambda row: row[1:5] == [1e300] * 4),
+    ("short_row", lambda row: len(row) == 5 and isinstance(row[1], str)),  # raw: too short to parse
+])
+def test_rows_ccxt_would_drop_are_passed_on_for_validation_to_count(client: ExchangeClient, sim_exchange: SimExchange,
+                                                                   variant: str, check) -> None:
+    since = NOW_MS - 10 * H
+    sim_exchange.faults.add("malformed", variant=variant, row=1)
+    rows = client.fetch_ohlcv("BTC/USDT", "1h", since=since, limit=4)
+    truth = sim_exchange.expected_closed("BTC/USDT", "1h", since, NOW_MS)[:4]
+    assert len(rows) == 4 and len([r for r in rows if check(r)]) == 1  # in ccxt's order (sorted)
+    assert [r for r in rows if not check(r)] == [truth[0], truth[2], truth[3]]
+
+
+def test_earliest_ts_refuses_an_unusable_first_row(client: ExchangeClient, sim_exchange: SimExchange) -> None:
+    sim_exchange.faults.add("malformed", variant="null_row", row=0)
+    with pytest.raises(TransientExchangeError, match="unusable open time"):
+        client.earliest_ts("ETH/USDT", "1d")
+    sim_exchange.faults.add("malformed", variant="misaligned_time", row=0)
+    assert client.earliest_ts("ETH/USDT", "1d") == tfs.floor(1_502_942_400_000, "1d")  # back on the grid
+
+
+# -- the exchange's clock, bounded by the local one -------------------------------------------------
+
+@pytest.mark.parametrize("skew_s, expected_offset_s, noted", [
+    (0, 0, False),
+    (240, 240, False),           # 4 min ahead: within the 5 min bound, the exchange decides
+    (86_400, 0, True),           # a day ahead: the local clock decides
+    (-86_400, -86_400, True),    # a day behind: kept (no candle is closed early), but said
+])
+def test_exchange_clock_skew_is_bounded_by_the_local_clock(sim_settings: Settings, sim_exchange: SimExchange,
+                                                           sim_clock: SimClock, skew_s, expected_offset_s,
+                                                           noted) -> None:
+    sim_clock.set_ms(NOW_MS)
+    if skew_s:
+        sim_exchange.faults.add("clock_skew", seconds=skew_s)
+    local = SimClock(NOW_MS / 1000)
+    with ExchangeClient(sim_settings, rate_limit_ms=1, clock=local) as c:
+        assert c.now_ms() == NOW_MS + expected_offset_s * 1000
+        assert (c.clock_note is not None) == noted
+        if noted:
+            assert "86,400 s" in c.clock_note and ("ahead" in c.clock_note) == (skew_s > 0)
+
+
+@pytest.mark.parametrize("path, call, error", [
+    ("/api/v3/time", lambda c: c.now_ms(), "fetch_time"),
+    ("/api/v3/exchangeInfo", lambda c: c.markets(), "load_markets"),
+])
+@pytest.mark.parametrize("variant", ["html", "truncated_json", "empty", "object", "empty_list", "number"])
+def test_garbage_time_or_markets_answer_is_transient_not_local_time_or_no_markets(
+        sim_settings: Settings, sim_exchange: SimExchange, sim_clock: SimClock, sleeps: Sleeps,
+        path: str, call, error: str, variant: str) -> None:
+    sim_clock.set_ms(NOW_MS)
+    sim_exchange.faults.add("bad_body", count=None, variant=variant, path=path)
+    with ExchangeClient(sim_settings, sleep=sleeps, rate_limit_ms=1) as c:
+        with pytest.raises(TransientExchangeError, match=f"{error} failed after 4 attempt"):
+            call(c)  # never "no markets" (a ConfigError for every symbol) nor a silent local clock
+        sim_exchange.faults.clear()
+        sim_exchange.faults.add("bad_body", count=1, variant=variant, path=path)
+        assert call(c) == (NOW_MS if path.endswith("time") else ["BTC/USDT", "ETH/USDT"])

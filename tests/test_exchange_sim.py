@@ -18,10 +18,8 @@ import pytest
 
 from coin_core import timeframes as tfs
 from coin_core.exchange_sim import DEFAULT_LISTING_MS, SimClock, SimExchange, replay_files
-from tests.fixtures.common import SHARED, require
+from tests.fixtures.common import MARKET, WIRE, require
 
-WIRE = SHARED / "data" / "binance_wire"
-MARKET = SHARED / "data" / "market"
 DEC8 = re.compile(r"^-?\d+\.\d{8}$")
 H = 3_600_000
 # Filter fields that are JSON integers on the real wire although ccxt's static file quotes them
@@ -389,3 +387,140 @@ def test_serve_forever_prints_its_url_and_serves(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def raw_get(base: str, path: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(base + path, timeout=5) as resp:
+        return resp.status, resp.headers["Content-Type"], resp.read()
+
+
+@pytest.mark.parametrize("variant, ctype, body", [
+    ("html", "text/html", lambda good: b"<html><body><h1>Welcome to nginx!</h1></body></html>"),
+    ("truncated_json", "application/json", lambda good: good[: len(good) // 2]),
+    ("empty", "application/json", lambda good: b""),
+    ("object", "application/json", lambda good: b"{}"),
+    ("empty_list", "application/json", lambda good: b"[]"),
+    ("number", "application/json", lambda good: b"42"),
+])
+def test_bad_body_faults_answer_http_200_with_a_broken_payload(frozen: SimExchange, variant: str, ctype: str,
+                                                               body: Any) -> None:
+    q = "/api/v3/klines?symbol=BTCUSDT&interval=1h&limit=5"
+    good = raw_get(frozen.base_url, q)[2]
+    frozen.faults.add("bad_body", variant=variant)  # type: ignore[arg-type]
+    status, content_type, got = raw_get(frozen.base_url, "/api/v3/time")
+    assert json.loads(got)["serverTime"] == NOW_MS  # klines only, by default
+    status, content_type, got = raw_get(frozen.base_url, q)
+    assert (status, content_type.split(";")[0], got) == (200, ctype, body(good))
+    assert raw_get(frozen.base_url, q)[2] == good  # only one answer
+    assert [r.fault for r in frozen.requests] == [None, None, "bad_body", None]
+
+
+@pytest.mark.parametrize("variant, check", [
+    ("dict_row", lambda row, good: row == dict(zip(("openTime", "open", "high", "low", "close", "volume"), good))),
+    ("null_row", lambda row, good: row is None),
+    ("negative_time", lambda row, good: row[0] == -good[0] and row[1:] == good[1:]),
+    ("future_time", lambda row, good: row[0] == good[0] + 100 * 365 * 86_400_000),
+    ("misaligned_time", lambda row, good: row[0] == good[0] + 1),
+    ("huge_value", lambda row, good: row[1:5] == ["1e300"] * 4 and row[5:] == good[5:]),
+    ("short_row", lambda row, good: row == good[:5]),
+])
+def test_rows_ccxt_would_drop_are_on_the_wire(frozen: SimExchange, variant: str, check: Any) -> None:
+    q = "/api/v3/klines?symbol=BTCUSDT&interval=1h&limit=4"
+    good = get(frozen.base_url, q)[2]
+    frozen.faults.add("malformed", variant=variant, row=2)  # type: ignore[arg-type]
+    rows = get(frozen.base_url, q)[2]
+    assert check(rows[2], good[2]) and rows[:2] + rows[3:] == good[:2] + good[3:]
+
+
+def test_clock_skew_moves_only_the_time_endpoint(frozen: SimExchange) -> None:
+    frozen.faults.add("clock_skew", count=None, seconds=-3600)
+    assert get(frozen.base_url, "/api/v3/time")[2] == {"serverTime": NOW_MS - 3_600_000}
+    assert get(frozen.base_url, "/api/v3/exchangeInfo")[2]["serverTime"] == NOW_MS
+    last = get(frozen.base_url, "/api/v3/klines?symbol=BTCUSDT&interval=1h&limit=1")[2][0][0]
+    assert last == tfs.floor(NOW_MS, "1h")
+    assert get(frozen.base_url, "/api/v3/time")[2] == {"serverTime": NOW_MS - 3_600_000}  # until cleared
+
+
+def test_answer_fault_variants_are_validated(sim_exchange: SimExchange) -> None:
+    with pytest.raises(ValueError, match="unknown bad_body variant 'xml'"):
+        sim_exchange.faults.add("bad_body", variant="xml")
+    with pytest.raises(ValueError, match="unknown malformed variant 'html'"):
+        sim_exchange.faults.add("malformed", variant="html")
+
+
+# -- `coin-predict exchange`: replay on a clock that starts in the file's past, request log ---------
+
+def _cli(*args: str, tmp_path: Path) -> "subprocess.Popen[str]":
+    import os
+    import subprocess
+    import sys
+
+    from tests.fixtures.common import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_DIR": str(tmp_path / "data"), "TARGET_SYMBOLS": "BTC/USDT"}
+    return subprocess.Popen([sys.executable, "-m", "coin_core.cli", "exchange", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _write_replay(folder: Path) -> list[int]:
+    start = 1_517_443_200_000  # 2018-02-01
+    rows = [start + i * H for i in range(24 * 14) if not 1_518_048_000_000 <= start + i * H <= 1_518_170_400_000]
+    folder.mkdir()
+    (folder / "binance_BTC-USDT_1h.csv").write_text("timestamp_ms,open,high,low,close,volume\n" + "".join(
+        f"{t},{100 + i % 7},{101 + i % 7},{99 + i % 7},{100.5 + i % 7},{10 + i}\n" for i, t in enumerate(rows)))
+    return rows
+
+
+def test_exchange_cli_replays_a_past_file_on_a_clock_started_then(tmp_path: Path, settings) -> None:
+    from coin_core.exchange import ExchangeClient
+    from coin_core.ingest import ingest_series
+    from coin_core.storage.sqlite import SQLiteStore
+    from tests.fixtures.common import free_port
+
+    rows = _write_replay(tmp_path / "market")
+    port, start = free_port(), 1_518_652_800_000  # 2018-02-15T00:00Z, the day after the file ends
+    proc = _cli("--port", str(port), "--replay-dir", str(tmp_path / "market"), "--start", "2018-02-15T00:00Z",
+                "--speed", "60", tmp_path=tmp_path)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert f"http://127.0.0.1:{port}" in line and "clock 2018-02-15T00:0" in line and "60x" in line
+        base = f"http://127.0.0.1:{port}"
+        server_time = get(base, "/api/v3/time")[2]["serverTime"]
+        assert start <= server_time < start + 3_600_000  # 60x: an hour of simulated time is a real minute
+        cfg = settings.model_copy(update={"exchange_api_url": base, "timeframe_policy": {"1h": {"lookback_days": 20}}})
+        with SQLiteStore(tmp_path / "r.sqlite3") as store, ExchangeClient(cfg, rate_limit_ms=1) as client:
+            report = ingest_series(store, client, cfg, "BTC/USDT", "1h")
+            assert (report.error, report.new_candles, report.known_gaps) == (None, len(rows), 1)
+            assert store.read_candles("BTC/USDT", "1h")["ts"].tolist() == rows
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    log = err.splitlines()
+    assert any(re.search(r" GET /api/v3/time -> 200 \d+\.\d ms$", x) for x in log), err
+    klines = [x for x in log if "GET /api/v3/klines " in x]
+    assert klines and all(re.search(r" -> 200 \d+\.\d ms$", x) for x in klines), err
+    assert ("interval=1h limit=1000 symbol=BTCUSDT startTime=2018-01-26T00:00Z endTime=2018-02-14T23:00Z -> 200"
+            in klines[0]), klines[0]
+    assert all(x.startswith("2018-02-15T0") for x in log if " GET " in x), err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--replay-dir", "/nonexistent"], "--replay-dir '/nonexistent' is not a folder"),
+    (["--replay-dir", "."], "holds no market file"),
+    (["--port", "99999"], "--port 99999 is out of range"),
+    (["--start", "yesterday"], "invalid instant 'yesterday'"),
+    (["--speed", "-2"], "clock speed must be > 0"),
+    (["--request-log", "/nonexistent/x.log"], "cannot open --request-log"),
+    (["--port", "IN_USE"], "cannot listen on 127.0.0.1:"),
+])
+def test_exchange_cli_bad_arguments_are_one_clean_line(tmp_path: Path, args: list[str], message: str) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        args = [str(busy.getsockname()[1]) if a == "IN_USE" else a for a in args]
+        proc = _cli(*args, tmp_path=tmp_path)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("coin-predict: error: ") and message in err, err

@@ -58,6 +58,8 @@ def flow_env(sim_settings: Settings, sim_exchange: SimExchange, sim_clock: Any, 
         "DATA_DIR": str(sim_settings.data_dir), "PUBLIC_DIR": str(sim_settings.public_dir),
         "EXCHANGE_API_URL": sim_exchange.base_url, "EXCHANGE_TIMEOUT_S": "5",
         "EXCHANGE_MAX_RETRIES": "0",  # the client gives up at once: Prefect's retries are under test
+        # The tests move the exchange's clock an hour on, not the machine's: allow that lead.
+        "EXCHANGE_MAX_CLOCK_SKEW_S": "86400",
         "TIMEFRAME_POLICY": json.dumps({"1h": {"lookback_days": 14}}),
     }
     for key, value in env.items():

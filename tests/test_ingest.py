@@ -6,6 +6,7 @@ lost, nothing duplicated, nothing invalid stored.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
 import pytest
@@ -141,7 +142,8 @@ def test_lost_rows_inside_history_are_refilled(store, cfg, sim_exchange, sim_cli
 def test_full_fill_from_earliest_candle_for_long_timeframes(cfg, sim_client, sim_exchange, frozen, store) -> None:
     report = ingest_series(store, sim_client, cfg, "ETH/USDT", "1w")
     first = store.bounds("ETH/USDT", "1w")[0]
-    assert first == tfs.floor(sim_exchange.listing_ms("ETH/USDT"), "1w") or first >= sim_exchange.listing_ms("ETH/USDT")
+    # Listed Thursday 2017-08-17 04:00: the first weekly candle opens on that week's Monday.
+    assert first == ms(2017, 8, 14) == tfs.floor(sim_exchange.listing_ms("ETH/USDT"), "1w")
     assert report.new_candles == len(sim_exchange.expected_closed("ETH/USDT", "1w", 0, 2**62))
     assert_store_equals_exchange(store, sim_exchange, "ETH/USDT", "1w")
     ingest_series(store, sim_client, cfg, "ETH/USDT", "1M")
@@ -296,24 +298,30 @@ def test_a_candle_the_exchange_always_serves_invalid_is_recorded_once(store, cfg
     assert (again.rejected, again.gaps_found, again.new_candles) == (0, 0, 1), "not refetched every cycle"
 
 
-@pytest.mark.influx
-def test_influxd_sigkilled_at_a_random_moment_mid_backfill(influx_server, influx_store, cfg, sim_exchange, frozen) -> None:
-    """The server dies (SIGKILL) wherever the backfill is, maybe inside a write: still exact."""
-    import random
-    import threading
+KILL_SEED = int(os.environ.get("KILL_SEED", "20240310"))
 
+
+@pytest.mark.influx
+def test_influxd_sigkilled_mid_backfill(influx_server, influx_store, cfg, sim_exchange, frozen) -> None:
+    """The server dies (SIGKILL) while the backfill waits for a page (which one: seeded, logged):
+    exactly the pages acknowledged before stay, and the next run completes the series exactly."""
+    import random
+
+    page = random.Random(KILL_SEED).randint(2, 23)
+    print(f"KILL_SEED={KILL_SEED}: influxd is killed when klines request {page} of 24 arrives")
     cfg = cfg.model_copy(update={"timeframe_policy": {"1h": {"lookback_days": 1000}}})
-    sim_exchange.faults.add("latency", count=None, seconds=0.05, path="/api/v3/klines")
-    killer = threading.Timer(random.uniform(0.3, 1.0), influx_server.kill)
+
+    def kill_at_page(record) -> None:
+        if record.path == "/api/v3/klines" and sim_exchange.count("/api/v3/klines") == page:
+            influx_server.kill()  # before the page is answered: pages 1..page-1 are stored
+
+    sim_exchange.on_request = kill_at_page
     with ExchangeClient(cfg, backoff_base_s=0.01, rate_limit_ms=1) as client:
-        killer.start()
         with pytest.raises(StorageUnavailableError):
             ingest_series(influx_store, client, cfg, "BTC/USDT", "1h")
-        killer.join()
+        sim_exchange.on_request = None
         influx_server.start()
-        partial = influx_store.count("BTC/USDT", "1h")
-        assert partial < 1000 * 24  # killed before the end (whatever it had stored)
-        sim_exchange.faults.clear()
+        assert influx_store.count("BTC/USDT", "1h") == (page - 1) * 1000, f"KILL_SEED={KILL_SEED}"
         ingest_series(influx_store, client, cfg, "BTC/USDT", "1h")
     assert influx_store.count("BTC/USDT", "1h") == 1000 * 24
     assert_store_equals_exchange(influx_store, sim_exchange, "BTC/USDT", "1h")

@@ -1,4 +1,7 @@
-"""A real `coin-predict ingest` process killed with SIGKILL mid-backfill resumes exactly."""
+"""A real `coin-predict ingest` process killed with SIGKILL mid-backfill resumes exactly.
+
+The kill is triggered by the simulated exchange when a given klines request arrives, so how
+much was stored before it is exact, not a matter of timing."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,25 +40,30 @@ def _ingest(env: dict[str, str]) -> subprocess.Popen:
 def test_sigkill_mid_backfill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     clock = SimClock()
     clock.set(NOW)
-    with SimExchange(("BTC/USDT",), clock=clock) as sim:
-        sim.faults.add("latency", count=None, seconds=0.15, path="/api/v3/klines")  # slow pages: time to kill
+    victim: list[subprocess.Popen] = []
+    kill_at: list[int] = []
+
+    def kill_on_page_request(record) -> None:
+        # Deterministic: the process is killed while it waits for klines page N, so exactly the
+        # N-1 pages before it were stored (each in one transaction) - no timing involved.
+        if record.path == "/api/v3/klines" and kill_at and sim.count("/api/v3/klines") == kill_at[0]:
+            os.kill(victim[-1].pid, signal.SIGKILL)
+
+    with SimExchange(("BTC/USDT",), clock=clock, on_request=kill_on_page_request) as sim:
         env = {**os.environ, "EXCHANGE_API_URL": sim.base_url, "DATA_DIR": str(tmp_path), "STORE": "sqlite",
                "TARGET_SYMBOLS": "BTC/USDT", "TIMEFRAME_POLICY": f'{{"1h": {{"lookback_days": {DAYS}}}}}',
                "PYTHONPATH": str(REPO)}
         db = tmp_path / "candles.sqlite3"
         seen = []
-        for threshold in (3_000, 11_000):  # two kills at different depths
-            proc = _ingest(env)
-            deadline = time.monotonic() + 120
-            while _count(db) < threshold and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert proc.poll() is None, f"ingest ended before the kill: {proc.stdout.read()}"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(30)
+        for pages_done in (3, 11):  # two kills at different depths; the second run resumes at page 4
+            sim.clear_requests()
+            kill_at[:] = [pages_done - (seen[-1] // 1000 if seen else 0) + 1]
+            victim.append(_ingest(env))
+            out, _ = victim[-1].communicate(timeout=120)
+            assert victim[-1].returncode == -signal.SIGKILL, f"ingest was not killed: {out}"
             seen.append(_count(db))
-            assert seen[-1] % 1000 == 0, "a page was stored partially"
-        assert seen[0] < seen[1] < DAYS * 24
-        sim.faults.clear()
+        assert seen == [3_000, 11_000], "a page was lost or stored partially"
+        kill_at.clear()
         final = _ingest(env)
         out, _ = final.communicate(timeout=180)
         assert final.returncode == 0, out

@@ -13,7 +13,7 @@ import pytest
 
 from coin_core.errors import ModelError
 from coin_core.forecast import DriftModel, Model, ModelMetadata, ModelSpec, NaiveModel, ProphetModel, make_model
-from coin_core.forecast.base import library_versions, z_score
+from coin_core.forecast.base import check_prediction, check_targets, library_versions, z_score
 from coin_core.forecast.prophet_model import seasonality_for
 from coin_core.forecast.specs import shared_spec, version_for
 from coin_core.timeframes import Timeframe, add, from_datetime
@@ -30,6 +30,20 @@ def _metadata(model: Model, history: pd.DataFrame, tf: Timeframe) -> ModelMetada
         symbol="BTC/USDT", timeframe=tf, first_ts=int(history["ts"].iloc[0]),
         last_ts=int(history["ts"].iloc[-1]), row_count=len(history), libraries=library_versions(),
     )
+
+
+def assert_band_is_the_models_own(model: Model, targets: list[int]) -> None:
+    """What the model itself must produce, read before ``check_prediction`` repairs anything:
+    a band of real width at every target (never inverted, never collapsed) that holds the point
+    forecast up to sampling noise (5 % of the band's width). ``predict``'s output would pass any
+    such check by construction, since the base class widens a band to contain ``yhat``."""
+    assert model.state_ is not None
+    raw = model._predict(model.state_, check_targets(targets), None)
+    lower, yhat, upper = (raw[c].to_numpy(dtype="float64") for c in ("yhat_lower", "yhat", "yhat_upper"))
+    width = upper - lower
+    assert (width > 1e-6 * np.abs(yhat)).all(), f"band inverted or of zero width: {width.tolist()}"
+    slack = 0.05 * width
+    assert ((lower - slack <= yhat) & (yhat <= upper + slack)).all(), "the point forecast lies outside its band"
 
 
 def assert_model_contract(model_factory: Callable[[], Model], tmp_path: Path, tf: Timeframe = "1h", n: int = 240) -> None:
@@ -54,8 +68,7 @@ def assert_model_contract(model_factory: Callable[[], Model], tmp_path: Path, tf
     assert out["ts"].tolist() == targets and out["ts"].dtype == "int64"
     values = out[["yhat", "yhat_lower", "yhat_upper"]].to_numpy()
     assert np.isfinite(values).all()
-    assert (out["yhat_lower"] <= out["yhat"]).all() and (out["yhat"] <= out["yhat_upper"]).all()
-    assert (out["yhat_upper"] > out["yhat_lower"]).any(), "a band of zero width everywhere"
+    assert_band_is_the_models_own(model, targets)
     # forecasts stay near the data's scale (catches unit mix-ups such as ms vs s)
     assert np.abs(out["yhat"] / history["y"].iloc[-1] - 1).max() < 0.5
 
@@ -197,3 +210,32 @@ def test_prophet_forecast_starts_from_the_latest_close_not_from_an_old_fit() -> 
     assert abs(anchored["yhat"].iloc[0] - recent["y"].iloc[-1]) < 0.05 * recent["y"].iloc[-1]
     assert abs(stale["yhat"].iloc[0] - recent["y"].iloc[-1]) > 0.3 * recent["y"].iloc[-1]
     assert (anchored["yhat_lower"] <= anchored["yhat"]).all() and (anchored["yhat"] <= anchored["yhat_upper"]).all()
+
+
+def test_check_prediction_rejects_an_inverted_band_and_widens_only_noise() -> None:
+    targets = np.array([add(HOUR_END, "1h", k) for k in (1, 2)], dtype="int64")
+
+    def frame(lower: list[float], yhat: list[float], upper: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({"ts": targets, "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper})
+
+    with pytest.raises(ModelError, match="inverted"):
+        check_prediction(frame([100.0, 101.0], [100.0, 100.0], [99.0, 102.0]), targets)
+    with pytest.raises(ModelError, match="inverted"):  # tiny prices are judged on their own scale
+        check_prediction(frame([2.1e-5, 1e-5], [2e-5, 1.1e-5], [1.9e-5, 1.2e-5]), targets)
+    noisy = check_prediction(frame([60_000.000000001, 59_000.0], [60_000.0, 60_100.0], [60_000.0, 60_050.0]), targets)
+    assert noisy["yhat_lower"].tolist() == [60_000.0, 59_000.0] and noisy["yhat_upper"].tolist() == [60_000.0, 60_100.0]
+
+
+def test_a_model_whose_band_is_inverted_fails_the_contract(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The contract catches the fault it exists for (it passed before check_prediction raised)."""
+    honest = NaiveModel._predict
+
+    def inverted(self: NaiveModel, state: dict, target_ts: np.ndarray, recent: pd.DataFrame | None) -> pd.DataFrame:
+        out = honest(self, state, target_ts, recent)
+        return out.rename(columns={"yhat_lower": "yhat_upper", "yhat_upper": "yhat_lower"})
+
+    monkeypatch.setattr(NaiveModel, "_predict", inverted)
+    with pytest.raises(ModelError, match="inverted"):
+        assert_model_contract(NaiveModel, tmp_path, "1h")
+    with pytest.raises(AssertionError, match="inverted"):
+        assert_band_is_the_models_own(NaiveModel().fit(walk_history("1h", 50, HOUR_END)), [add(HOUR_END, "1h", 1)])

@@ -87,3 +87,18 @@ def test_dotfiles_and_temp_files_are_not_served(nginx_site: NginxServer) -> None
     (nginx_site.public / ".index.html.abc.tmp").write_text("partial")
     assert get(nginx_site.base_url + "/.index.html.abc.tmp")[0] == 404
     assert get(nginx_site.base_url + "/.nojekyll")[0] == 404
+    # The fallback staging area inside public/ (when no sibling can be made) is never served either.
+    staged = nginx_site.public / ".staging" / "run-abcd1234" / "index.html"
+    staged.parent.mkdir(parents=True)
+    staged.write_text("<p>half a generation</p>")
+    assert get(nginx_site.base_url + "/.staging/run-abcd1234/index.html")[0] == 404
+    assert get(nginx_site.base_url + "/index.html")[0] == 200
+
+
+def test_publish_stages_outside_the_served_directory(nginx_site: NginxServer) -> None:
+    """The normal staging area is a sibling of public/: nothing staged is under nginx's root."""
+    from coin_core.publish.staging import staging_root
+
+    root = staging_root(nginx_site.public)
+    assert root == nginx_site.public.parent / f".{nginx_site.public.name}.staging"
+    assert nginx_site.public not in root.parents

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -352,20 +354,31 @@ def test_chart_geometry_places_forecast_after_the_last_candle(site_world: SiteWo
 
 
 def test_a_kept_older_forecast_shows_only_its_future_points(site_world: SiteWorld) -> None:
-    """Degraded: the last good forecast started 2 candles ago; those 2 points are history now."""
+    """Degraded: the last good forecast started 2 candles ago; those 2 points are history now.
+
+    One rule decides which points a page shows: the chart, the table and "next" agree on it.
+    """
+    from coin_core.publish import collect_one
+    from coin_core.publish.format import format_candle
+
     frame = site_world.store.tail("BTC/USDT", "1h", 200)
     latest = int(frame["ts"].iloc[-1])
-    old = site_world.forecast("BTC/USDT", "1h", latest - 2 * 3_600_000, float(frame["close"].iloc[-3]))
-    chart = build_chart(frame, old.points, "1h")
-    assert [p.ts for p in chart.points] == [t for t in old.points["ts"] if t > latest]
-    assert len(chart.points) == len(old.points) - 2 and chart.candles[-1].x < chart.points[0].x
+    old = site_world.forecast("BTC/USDT", "1h", latest - 2 * H, float(frame["close"].iloc[-3]),
+                              issued_at=site_world.now_ms)  # the newest stored run
     site_world.health("BTC/USDT", "1h", "degraded", last_error="ModelError: fit failed")
+    future = [int(t) for t in old.points["ts"] if t > latest]
+    assert len(future) == len(old.points) - 2
+    state = collect_one(site_world.store, site_world.settings, "BTC/USDT", "1h", site_world.now_ms)
+    assert state.shown_points["ts"].tolist() == future and state.next_point.ts == future[0]
     site_world.publish()
+    page = (site_world.public / "BTC-USDT_1h.html").read_text()
+    table = [int(t) for t in re.findall(r'<tr data-ts="(\d+)">', page)]
+    drawn = [int(t) for t in re.findall(r'<circle class="forecast-point" data-ts="(\d+)"', page)]
+    assert table == drawn == future
     entry = manifest_entry(site_world.public, "BTC-USDT_1h")
     index = (site_world.public / "index.html").read_text()
-    from coin_core.publish.format import format_ts
-
-    assert format_ts(latest + 3_600_000, "1h") in index and entry["signals"] == ["degraded"]
+    assert f"Next, candle {format_candle(future[0])}" in index and entry["signals"] == ["degraded"]
+    assert len(load(site_world.public, "prediction_BTC-USDT_1h.json")["points"]) == len(old.points)  # data: whole
 
 
 def test_a_series_removed_from_the_configuration_leaves_the_site(site_world: SiteWorld) -> None:
@@ -379,3 +392,153 @@ def test_a_series_removed_from_the_configuration_leaves_the_site(site_world: Sit
     assert not any("ETH-USDT" in p.name for p in public.iterdir())
     assert "ETH" not in (public / "index.html").read_text() and (public / "notes.html").exists()
     assert (public / "BTC-USDT_1h.html").exists()
+
+
+def _consistent_generation(public: Path) -> None:
+    """Every series' data files, page, index and manifest describe the same latest candle."""
+    from coin_core.publish.format import format_candle
+
+    for entry in load(public, "manifest.json")["series"]:
+        history = load(public, entry["history"]["file"])
+        assert history["latest_ts"] == entry["latest_ts"] == history["candles"][-1]["ts"]
+        label = format_candle(entry["latest_ts"])
+        assert label in (public / entry["page"]).read_text() and label in (public / "index.html").read_text()
+
+
+def test_a_full_disk_during_publish_keeps_the_last_good_site_whole(site_world: SiteWorld, tmp_path: Path) -> None:
+    """D11: a real full disk part-way through a publish leaves exactly the previous generation."""
+    from tests.fixtures.disk import small_disk
+
+    with small_disk(tmp_path / "disk", size_kb=4096) as disk:
+        site_world.settings = site_world.settings.model_copy(update={"public_dir": disk.path / "public"})
+        public = site_world.public
+        site_world.publish()
+        before = snapshot(public)
+        site_world.now_ms += H
+        site_world.seed_series("BTC/USDT", n=201, start=60_000.0)
+        site_world.seed_series("ETH/USDT", n=201, start=3_000.0)
+        # Room for the first changed file or two, not for the whole generation.
+        room = len(before["history_BTC-USDT_1h.json"]) + 8192
+        disk.fill(leave=room)
+        with pytest.raises(PublishError, match="No space left on device"):
+            site_world.publish()
+        assert snapshot(public) == before
+        staging = disk.path / f".{public.name}.staging"
+        assert [p for p in staging.rglob("*") if p.is_file()] == []  # nothing half-written kept
+        disk.free()
+        report = site_world.publish()
+        assert {"index.html", "manifest.json", "history_BTC-USDT_1h.json"} <= set(report.written)
+        _consistent_generation(public)
+        assert [p.name for p in public.rglob(".*")] == [".nojekyll"]
+
+
+@pytest.mark.parametrize(("low", "high"), [(35_612.3, 36_981.7), (0.000012, 0.0000147), (2_950.0, 3_010.0),
+                                           (0.98, 1.02), (99.5, 100.5), (1.0, 1_000_000.0)])
+def test_price_axis_ticks_are_round_numbers(low: float, high: float) -> None:
+    """Ticks are multiples of 1, 2, 2.5 or 5 x 10^k, all inside the range, 3 to 7 of them."""
+    from decimal import Decimal
+
+    from coin_core.publish.chart import nice_ticks
+
+    ticks, decimals = nice_ticks(low, high)
+    assert 3 <= len(ticks) <= 7 and low <= ticks[0] and ticks[-1] <= high
+    step = Decimal(str(ticks[1])) - Decimal(str(ticks[0]))
+    mantissa = step.scaleb(-step.adjusted()).normalize()
+    assert mantissa in {Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5)}, step
+    assert all((Decimal(str(t)) / step) % 1 == 0 for t in ticks)
+    labels = [f"{t:,.{decimals}f}" for t in ticks]
+    assert all(Decimal(label.replace(",", "")) == Decimal(str(t)) for label, t in zip(labels, ticks))  # no rounding
+
+
+def test_rendered_chart_has_round_price_labels(site_world: SiteWorld) -> None:
+    from decimal import Decimal
+
+    site_world.publish()
+    page = (site_world.public / "ETH-USDT_1h.html").read_text()
+    labels = re.findall(r'<text class="y-label"[^>]*>([^<]+)</text>', page)
+    values = [Decimal(v.replace(",", "")) for v in labels]
+    steps = {b - a for a, b in zip(values, values[1:])}
+    assert len(values) >= 3 and len(steps) == 1
+    step = steps.pop()
+    assert step.scaleb(-step.adjusted()).normalize() in {Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5)}
+
+
+PUBLISH_LOOP = """
+import sys
+from pathlib import Path
+from coin_core.config import load_settings
+from coin_core.publish import publish_site
+from coin_core.storage.sqlite import SQLiteStore
+
+data, public, now = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+titles = [load_settings(data_dir=data, public_dir=public, site_title=t) for t in ("Coin Predict", "Coin Predict 2")]
+with SQLiteStore(data / "candles.sqlite3") as store:
+    print("ready", flush=True)
+    for i in range(1, 10_000):  # another title each run: every page and the manifest are rewritten
+        publish_site(store, titles[i % 2], now_ms=now + i * 60_000)
+"""
+
+
+def _writing(public: Path, staging: Path) -> bool:
+    """Whether a publish has a file half-way: staged and not yet renamed, or a temp in public/."""
+    return any(f for _, _, f in os.walk(staging)) or any(n.endswith(".tmp") for n in os.listdir(public))
+
+
+def test_killed_publishes_leave_no_temp_file_in_public_and_are_cleaned_up(site_world: SiteWorld, tmp_path: Path) -> None:
+    """D9: SIGKILL a real publishing process again and again; public/ never holds a temp file."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from coin_core.fsutil import is_our_temp
+
+    site_world.publish()
+    public, rng = site_world.public, random.Random(20240501)
+    staging = public.parent / f".{public.name}.staging"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    leftovers = 0
+    for kill in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", PUBLISH_LOOP, str(site_world.settings.data_dir), str(public),
+                                 str(site_world.now_ms)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n", proc.stderr.read() if proc.stderr else ""
+        if kill % 2:
+            time.sleep(rng.uniform(0.05, 0.4))
+        else:  # the moment a file is being written: in staging (or, before D9's fix, in public/)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not _writing(public, staging):
+                time.sleep(0.0005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert not [p for p in public.rglob("*") if is_our_temp(p.name)], "a temp file reached public/"
+        for name in ("manifest.json", "status.json", "history_BTC-USDT_1h.json"):
+            json.loads((public / name).read_text())  # every served file is whole
+        leftovers += sum(1 for p in staging.rglob("*") if p.is_file())
+    print(f"{leftovers} staged file(s) left by 12 kills")
+    assert leftovers > 0, "no kill landed while files were staged: the test proved nothing"
+    # A temp file of a writer that may still be running (young) is left alone; aged ones go.
+    young = public / ".status.json.abcd1234.tmp"
+    young.write_text("{")
+    old_style = public / "schemas" / ".history.v1.json.zz99yy88.tmp"
+    old_style.write_text("{")
+    aged = time.time() - 3600
+    for path in [old_style, *staging.rglob("*")]:
+        os.utime(path, (aged, aged))
+    report = site_world.publish(now_ms=site_world.now_ms + 86_400_000)
+    assert young.exists() and not old_style.exists() and "schemas/.history.v1.json.zz99yy88.tmp" in report.cleaned
+    assert [p.name for p in staging.iterdir()] == []
+    young.unlink()
+    assert sorted(p.name for p in public.rglob(".*")) == [".nojekyll"]
+
+
+def test_public_on_its_own_mount_stages_inside_a_dot_directory(site_world: SiteWorld, tmp_path: Path) -> None:
+    """A rename cannot cross file systems: with public/ a mount point, staging falls back inside it."""
+    from tests.fixtures.disk import small_disk
+
+    with small_disk(tmp_path / "public_mount", size_kb=4096) as disk:
+        site_world.settings = site_world.settings.model_copy(update={"public_dir": disk.path})
+        report = site_world.publish()
+        assert "index.html" in report.written and (disk.path / ".staging").is_dir()
+        assert [p for p in (disk.path / ".staging").rglob("*")] == []  # the run directory is gone
+        assert not (tmp_path / ".public_mount.staging").exists()

@@ -292,8 +292,13 @@ def test_extreme_values_round_trip_exactly(store: CandleStore) -> None:
     frame = candles(4, "1d")
     frame["volume"] = [0.0, 1e-9, 123456789012345.67, 3.0]
     frame.loc[1, ["open", "high", "low", "close"]] = [1e-8, 3e-8, 1e-8, 2.000000000000001e-8]
-    frame.loc[2, ["open", "high", "low", "close"]] = [1.5e15, 2e15, 1e15, 1.75e15]
+    frame.loc[2, ["open", "high", "low", "close"]] = [7.5e11, 1e12, 5e11, 8.75e11]  # up to MAX_PRICE
     store.write_candles("SHIB/USDT", "1d", frame)
+    pd.testing.assert_frame_equal(store.read_candles("SHIB/USDT", "1d"), frame, check_exact=True)
+    beyond = frame.copy()
+    beyond.loc[2, "high"] = 1e300  # no market has it: refused by the store too, not only by ingest
+    with pytest.raises(DataValidationError, match="price above"):
+        store.write_candles("SHIB/USDT", "1d", beyond)
     pd.testing.assert_frame_equal(store.read_candles("SHIB/USDT", "1d"), frame, check_exact=True)
 
 

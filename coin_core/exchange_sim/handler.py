@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .. import timeframes as tfs
 from ..errors import CoinPredictError
-from .faults import Fault, corrupt_row
+from .faults import Fault, bad_body, corrupt_row
 from .market import (
     ERR_BANNED, ERR_ILLEGAL, ERR_INTERNAL, ERR_INVALID_INTERVAL, ERR_INVALID_SYMBOL, ERR_MANDATORY,
     ERR_START_AFTER_END, ERR_TOO_MUCH_WEIGHT, WEIGHTS, error_body,
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["Handler", "BadParam"]
 
 _DIGITS = set("0123456789")
+# Faults that shape a normal answer (a row, the body, the time) rather than replace it.
+_ANSWER_FAULTS = ("malformed", "bad_body", "clock_skew")
 DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
 
 
@@ -71,13 +73,13 @@ class Handler(BaseHTTPRequestHandler):
         self.sim._finish(self._log_index, status)
 
     def _respond(self, path: str, params: dict[str, str], fault: Fault | None) -> int:
-        if fault is not None and fault.kind != "malformed":
+        if fault is not None and fault.kind not in _ANSWER_FAULTS:
             handled = self._fault(fault)
             if handled is not None:
                 return handled
         route = {
             "/api/v3/ping": lambda: {},
-            "/api/v3/time": lambda: {"serverTime": self.sim.now_ms()},
+            "/api/v3/time": lambda: {"serverTime": self.sim.now_ms() + self._skew_ms(fault)},
             "/api/v3/exchangeInfo": lambda: self.sim.exchange_info(params.get("symbol")),
             "/api/v3/klines": lambda: self._klines(params, fault),
         }.get(path)
@@ -89,9 +91,16 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(400, exc.body, path)
         except CoinPredictError as exc:  # e.g. an unreadable replay file: answer, do not hang up
             return self._json(500, {"code": -1000, "msg": f"An unknown error occurred: {exc}"}, path)
+        if fault is not None and fault.kind == "bad_body":
+            body, ctype = bad_body(fault.variant, json.dumps(payload, separators=(",", ":")).encode())
+            return self._send(200, body, ctype, path)
         return self._json(200, payload, path)
 
-    def _klines(self, params: dict[str, str], fault: Fault | None) -> list[list[object]]:
+    @staticmethod
+    def _skew_ms(fault: Fault | None) -> int:
+        return int(fault.seconds * 1000) if fault is not None and fault.kind == "clock_skew" else 0
+
+    def _klines(self, params: dict[str, str], fault: Fault | None) -> list[object]:
         symbol = params.get("symbol", "")
         if not symbol:
             raise BadParam(error_body(ERR_MANDATORY, "symbol"))
@@ -109,10 +118,10 @@ class Handler(BaseHTTPRequestHandler):
         klines = self.sim.klines_by_id(symbol, interval, start, end, limit)  # type: ignore[arg-type]
         if klines is None:
             raise BadParam(error_body(ERR_INVALID_SYMBOL))
-        rows = [k.wire() for k in klines]
+        rows: list[object] = [k.wire() for k in klines]
         if fault is not None and fault.kind == "malformed" and rows:
             i = min(fault.row, len(rows) - 1)
-            rows[i] = corrupt_row(rows[i], fault.variant)
+            rows[i] = corrupt_row(rows[i], fault.variant)  # type: ignore[arg-type]
         return rows
 
     def _fault(self, fault: Fault) -> int | None:

@@ -7,12 +7,12 @@
 
 Time comes from ``clock`` (seconds, like :func:`time.time`), so a test can move it; candles close
 as it passes. Ground truth for tests is :meth:`SimExchange.expected_closed`, and every request is
-logged in :attr:`SimExchange.requests`.
+logged in :attr:`SimExchange.requests`; ``on_request`` is called as each one arrives (before it
+is answered: a test can act at an exact request) and ``request_log`` as each one is answered.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -28,10 +28,9 @@ from .klines import MissingRanges, forward_opens, newest_open, select
 from .market import ERR_INVALID_SYMBOL, error_body, exchange_info, market_id, symbol_info
 from .series import DEFAULT_LISTING_MS, Kline, ReplaySeries, Series, SyntheticSeries
 
-__all__ = ["SimExchange", "RequestRecord", "replay_files", "serve_forever"]
+__all__ = ["SimExchange", "RequestRecord"]
 
 Clock = Callable[[], float]
-_REPLAY_NAME = re.compile(r"^[a-z0-9]+_([A-Z0-9]{2,15})-([A-Z0-9]{2,10})_(1m|1h|1d|1w|1M)\.csv$")
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,8 @@ class RequestRecord:
     params: dict[str, str]
     status: int | None
     fault: str | None
-    at_ms: int = field(compare=False)
+    at_ms: int = field(compare=False)  # simulated time of arrival
+    seconds: float | None = field(default=None, compare=False)  # real time taken to answer
 
 
 class SimExchange:
@@ -58,6 +58,8 @@ class SimExchange:
         in_progress: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        on_request: Callable[[RequestRecord], None] | None = None,
+        request_log: Callable[[RequestRecord], None] | None = None,
     ) -> None:
         self._clock = clock or time.time
         self._replay = {(parse_symbol(s), tfs.parse_timeframe(tf)): Path(p) for (s, tf), p in (replay or {}).items()}
@@ -72,6 +74,8 @@ class SimExchange:
         self._series: dict[tuple[str, str], Series] = {}
         self._by_id = {market_id(s): s for s in self.symbols}
         self._log: dict[int, RequestRecord] = {}  # by arrival number (dicts keep order)
+        self._started: dict[int, float] = {}
+        self.on_request, self.request_log = on_request, request_log
         self._arrivals = 0
         self._weight: tuple[int, int] = (0, 0)
         self._stopping = threading.Event()
@@ -215,12 +219,23 @@ class SimExchange:
         with self._lock:
             self._arrivals += 1
             self._log[self._arrivals] = record
-            return self._arrivals
+            self._started[self._arrivals] = time.monotonic()
+            number = self._arrivals
+        if self.on_request is not None:
+            self.on_request(record)
+        return number
 
     def _finish(self, number: int, status: int) -> None:
         with self._lock:
-            if number in self._log:  # not cleared meanwhile
-                self._log[number] = replace(self._log[number], status=status)
+            started = self._started.pop(number, None)
+            record = self._log.get(number)
+            if record is None:  # cleared meanwhile
+                return
+            record = replace(record, status=status,
+                             seconds=None if started is None else time.monotonic() - started)
+            self._log[number] = record
+        if self.request_log is not None:
+            self.request_log(record)
 
     def _use_weight(self, weight: int) -> int:
         """Add to the used weight of the current minute and return the total (for the header)."""
@@ -230,35 +245,3 @@ class SimExchange:
             self._weight = (minute, used)
         return used
 
-
-def replay_files(directory: str | Path) -> dict[tuple[str, str], Path]:
-    """Find ``<exchange>_<BASE>-<QUOTE>_<tf>.csv`` files (the shared market data naming)."""
-    found: dict[tuple[str, str], Path] = {}
-    for path in sorted(Path(directory).glob("*.csv")):
-        match = _REPLAY_NAME.match(path.name)
-        if match:
-            found[(f"{match[1]}/{match[2]}", match[3])] = path
-    return found
-
-
-def serve_forever(
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    symbols: Iterable[str] = ("BTC/USDT", "ETH/USDT"),
-    replay_dir: str | Path | None = None,
-    in_progress: bool = True,
-) -> None:
-    """Run the simulated exchange in the foreground until interrupted (``coin-predict exchange serve``)."""
-    replay = replay_files(replay_dir) if replay_dir is not None else None
-    sim = SimExchange(symbols, replay=replay, in_progress=in_progress, host=host, port=port)
-    for symbol, tf in sim.replayed:
-        sim.series(symbol, tf)  # a bad file fails now, not at the first request
-    url = sim.start()
-    print(f"simulated exchange listening on {url} (EXCHANGE_API_URL={url}); Ctrl-C stops it", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()

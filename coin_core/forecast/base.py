@@ -33,6 +33,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "DEFAULT_INTERVAL_WIDTH",
     "PREDICTION_COLUMNS",
+    "BAND_TOLERANCE",
     "Model",
     "ModelSpec",
     "ModelMetadata",
@@ -159,6 +160,9 @@ def check_targets(target_ts: Sequence[int]) -> np.ndarray:
     return values
 
 
+BAND_TOLERANCE = 1e-9  # float noise allowed in lower <= upper, relative to the price
+
+
 def check_prediction(frame: pd.DataFrame, target_ts: np.ndarray) -> pd.DataFrame:
     """Enforce the output contract; a model that breaks it raises instead of publishing junk."""
     out = frame[list(PREDICTION_COLUMNS)].reset_index(drop=True)
@@ -168,10 +172,24 @@ def check_prediction(frame: pd.DataFrame, target_ts: np.ndarray) -> pd.DataFrame
     values = out[["yhat", "yhat_lower", "yhat_upper"]].to_numpy()
     if not np.isfinite(values).all():
         raise ModelError("prediction contains non-finite values")
-    # Sampled bands (Prophet) can miss yhat by float noise; widen rather than reject.
+    _reject_inverted_band(out, values)
+    # Sampled bands (Prophet) can miss yhat by sampling noise; widen them to contain it.
     out["yhat_lower"] = np.minimum(out["yhat_lower"], out["yhat"])
     out["yhat_upper"] = np.maximum(out["yhat_upper"], out["yhat"])
     return out
+
+
+def _reject_inverted_band(out: pd.DataFrame, values: np.ndarray) -> None:
+    """lower > upper is a broken model, not noise: raise. The tolerance is relative to the price
+    scale, so a BTC band and a SHIB band are judged alike."""
+    scale = np.maximum(np.abs(values).max(axis=1), np.finfo("float64").tiny)
+    inverted = (out["yhat_lower"] - out["yhat_upper"]).to_numpy() > BAND_TOLERANCE * scale
+    if inverted.any():
+        first = int(np.argmax(inverted))
+        raise ModelError(
+            f"prediction band is inverted at ts={int(out['ts'].iloc[first])}: lower "
+            f"{out['yhat_lower'].iloc[first]!r} > upper {out['yhat_upper'].iloc[first]!r}"
+        )
 
 
 # ---- the contract ---------------------------------------------------------------------------
@@ -236,7 +254,10 @@ class Model(ABC):
             "metadata": meta.model_dump(mode="json") if meta else None,
             "state": self.state_,
         }
-        atomic_write_text(Path(path), json.dumps(envelope, separators=(",", ":"), allow_nan=False))
+        try:
+            atomic_write_text(Path(path), json.dumps(envelope, separators=(",", ":"), allow_nan=False))
+        except OSError as exc:  # a full disk fails this series' training, not the whole run
+            raise ModelError(f"cannot write model artifact {Path(path).name}: {exc.strerror or exc}") from exc
 
     @classmethod
     def load(cls: type[M], path: Path) -> M:

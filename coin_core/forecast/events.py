@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import DataValidationError
+from ..errors import DataValidationError, ModelError
 from ..fsutil import atomic_write_bytes
 
 __all__ = ["EVENTS_FILE", "EventKind", "Actor", "ModelEvent", "read_events", "append_event", "event_count",
@@ -92,5 +92,8 @@ def append_event(path: Path, **fields: object) -> ModelEvent:
     raw = _read_raw(Path(path))
     events = _parse(Path(path), raw)
     event = ModelEvent.model_validate({**fields, "seq": len(events) + 1})
-    atomic_write_bytes(Path(path), raw + event.model_dump_json().encode("utf-8") + b"\n")
+    try:
+        atomic_write_bytes(Path(path), raw + event.model_dump_json().encode("utf-8") + b"\n")
+    except OSError as exc:
+        raise ModelError(f"cannot write the model event log {path}: {exc.strerror or exc}") from exc
     return event

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import LockError
+from ..errors import LockError, ModelError
 
 __all__ = ["series_lock", "LOCK_FILE"]
 
@@ -26,8 +26,11 @@ _POLL_S = 0.05
 def series_lock(directory: Path, what: str, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the lock of ``directory``; LockError naming ``what`` if another holder keeps it."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a full or read-only disk: one clean line, like any registry write
+        raise ModelError(f"cannot write the lock file of {what}: {exc.strerror or exc}") from exc
     try:
         deadline = time.monotonic() + max(0.0, wait_s)
         while True:

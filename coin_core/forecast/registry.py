@@ -128,7 +128,10 @@ def read_pointer(settings: Settings, symbol: str, tf: Timeframe) -> RegistryStat
 
 
 def _write_state(settings: Settings, symbol: str, tf: Timeframe, state: RegistryState) -> None:
-    atomic_write_json(series_dir(settings, symbol, tf) / POINTER, state.model_dump(mode="json"))
+    try:
+        atomic_write_json(series_dir(settings, symbol, tf) / POINTER, state.model_dump(mode="json"))
+    except OSError as exc:
+        raise ModelError(f"cannot write the registry state of {symbol} {tf}: {exc.strerror or exc}") from exc
 
 
 def _readable(settings: Settings, symbol: str, tf: Timeframe, version: str) -> bool:

@@ -5,7 +5,7 @@ Entry point: :func:`publish_site`. File formats: :mod:`coin_core.publish.models`
 
 from __future__ import annotations
 
-from .collect import SeriesState, check_forecast, collect_series, series_files
+from .collect import SeriesState, check_forecast, collect_one, collect_series, series_files
 from .models import HistoryFile, ManifestFile, PredictionFile, StatusFile, SCHEMA_VERSION, schema_name
 from .site import PublishReport, SeriesSummary, publish_site
 
@@ -14,6 +14,7 @@ __all__ = [
     "PublishReport",
     "SeriesSummary",
     "SeriesState",
+    "collect_one",
     "collect_series",
     "check_forecast",
     "series_files",

@@ -3,23 +3,35 @@
 The template only draws what :func:`build_chart` returns: one candle group per recent candle,
 the forecast line with one marker per point, its interval band, and a vertical boundary where the
 forecast starts. Coordinates are rounded to 0.1 px so unchanged data renders to unchanged bytes.
+
+Which forecast points are drawn is decided by the caller (``SeriesState.shown_points``, the
+same rows as the page's forecast table); the chart puts them in the slots after the last candle.
+
+Text sizes: the SVG scales with the page width, so its text does too. The stylesheet sets
+:data:`PHONE_FONT` user units on narrow screens (about 11.5 px at 390 px wide) and
+:data:`DESKTOP_FONT` elsewhere; the margins here are sized for the larger one, so no label is
+cut at the edges, and the time axis carries three labels (start, middle, end) that cannot overlap.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from .format import format_price, format_ts
-from ..timeframes import Timeframe
+from ..timeframes import Timeframe, to_datetime
 
-__all__ = ["CHART_MAX_CANDLES", "ChartCandle", "ChartPoint", "Chart", "build_chart"]
+__all__ = ["CHART_MAX_CANDLES", "PHONE_FONT", "DESKTOP_FONT", "ChartCandle", "ChartPoint", "Chart", "build_chart", "nice_ticks"]
 
 CHART_MAX_CANDLES = 120
 WIDTH, HEIGHT = 960.0, 400.0
-PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 12.0, 86.0, 16.0, 28.0
-GRID_LINES = 5
+PHONE_FONT, DESKTOP_FONT = 32.0, 14.0
+CHAR_EM = 0.62  # advance of a digit/comma in system-ui, in em (generous: tabular digits ~0.55)
+PAD_LEFT, PAD_TOP, PAD_BOTTOM = 12.0, 24.0, PHONE_FONT + 14.0
+TICK_TARGET = 6  # a nice step is < 2x the raw one: 3 to 7 ticks
+_AXIS_FORMATS = {"1m": "%m-%d %H:%M", "1h": "%m-%d %H:%M", "1d": "%Y-%m-%d", "1w": "%Y-%m-%d", "1M": "%Y-%m"}
 
 
 @dataclass(frozen=True)
@@ -53,24 +65,44 @@ class Chart:
     line: str = ""
     band: str = ""
     boundary_x: float | None = None
-    grid: list[tuple[float, str]] = field(default_factory=list)
+    grid: list[tuple[float, str]] = field(default_factory=list)  # y, price label (round values)
     x_labels: list[tuple[float, str, str]] = field(default_factory=list)  # x, text, text-anchor
     plot_top: float = PAD_TOP
     plot_bottom: float = HEIGHT - PAD_BOTTOM
-    plot_right: float = WIDTH - PAD_RIGHT
+    plot_right: float = WIDTH - 100.0
 
 
 def _r(value: float) -> float:
     return round(value, 1)
 
 
+def nice_ticks(low: float, high: float, target: int = TICK_TARGET) -> tuple[list[float], int]:
+    """Round tick values inside [low, high] (step 1, 2, 2.5 or 5 x 10^k) and the decimals they need."""
+    span = high - low
+    if not (math.isfinite(span) and span > 0):
+        return [], 0
+    raw = span / target
+    power = 10.0 ** math.floor(math.log10(raw))
+    mantissa = next(m for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * power >= raw * (1 - 1e-9))
+    step = mantissa * power
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if mantissa == 2.5 else 0)
+    first = math.ceil(low / step - 1e-9)
+    values = []
+    for i in range(first, math.floor(high / step + 1e-9) + 1):
+        values.append(round(i * step, decimals + 2))
+    return values, decimals
+
+
+def _tick_label(value: float, decimals: int) -> str:
+    return f"{value:,.{decimals}f}"
+
+
 class _Scale:
     """Slot index -> x and price -> y over the plot area."""
 
-    def __init__(self, slots: int, low: float, high: float) -> None:
-        pad = (high - low) * 0.06 or abs(high) * 0.01 or 1.0
-        self.low, self.high = low - pad, high + pad
-        self.step = (WIDTH - PAD_LEFT - PAD_RIGHT) / max(slots, 1)
+    def __init__(self, slots: int, low: float, high: float, plot_right: float) -> None:
+        self.low, self.high = low, high
+        self.step = (plot_right - PAD_LEFT) / max(slots, 1)
 
     def x(self, slot: int) -> float:
         return _r(PAD_LEFT + (slot + 0.5) * self.step)
@@ -80,14 +112,14 @@ class _Scale:
         return _r(PAD_TOP + (self.high - price) / span * (HEIGHT - PAD_TOP - PAD_BOTTOM))
 
 
-def _candles(frame: pd.DataFrame, scale: _Scale, tf: Timeframe) -> list[ChartCandle]:
+def _candles(frame: pd.DataFrame, scale: _Scale, tf: Timeframe, unit: str) -> list[ChartCandle]:
     body_w = _r(max(1.0, scale.step * 0.64))
     out = []
     for slot, row in enumerate(frame.itertuples(index=False)):
         x = scale.x(slot)
         top, bottom = scale.y(max(row.open, row.close)), scale.y(min(row.open, row.close))
-        title = (f"{format_ts(int(row.ts), tf)} O {format_price(row.open)} H {format_price(row.high)} "
-                 f"L {format_price(row.low)} C {format_price(row.close)}")
+        title = (f"candle opening {format_ts(int(row.ts), tf)}: O {format_price(row.open)} H {format_price(row.high)} "
+                 f"L {format_price(row.low)} C {format_price(row.close, unit)}")
         out.append(ChartCandle(
             ts=int(row.ts), x=x, body_x=_r(x - body_w / 2), body_w=body_w, body_y=top,
             body_h=_r(max(bottom - top, 0.8)), wick_top=scale.y(row.high), wick_bottom=scale.y(row.low),
@@ -96,12 +128,12 @@ def _candles(frame: pd.DataFrame, scale: _Scale, tf: Timeframe) -> list[ChartCan
     return out
 
 
-def _forecast(points: pd.DataFrame, first_slot: int, scale: _Scale, tf: Timeframe, chart: Chart) -> None:
+def _forecast(points: pd.DataFrame, first_slot: int, scale: _Scale, tf: Timeframe, unit: str, chart: Chart) -> None:
     upper, lower = [], []
     for i, row in enumerate(points.itertuples(index=False)):
         x = scale.x(first_slot + i)
-        title = (f"{format_ts(int(row.ts), tf)} forecast {format_price(row.yhat)} "
-                 f"({format_price(row.yhat_lower)} – {format_price(row.yhat_upper)})")
+        title = (f"candle opening {format_ts(int(row.ts), tf)}: forecast {format_price(row.yhat, unit)} "
+                 f"({format_price(row.yhat_lower)} – {format_price(row.yhat_upper, unit)})")
         chart.points.append(ChartPoint(ts=int(row.ts), x=x, y=scale.y(row.yhat), title=title))
         upper.append(f"{x},{scale.y(row.yhat_upper)}")
         lower.append(f"{x},{scale.y(row.yhat_lower)}")
@@ -110,36 +142,40 @@ def _forecast(points: pd.DataFrame, first_slot: int, scale: _Scale, tf: Timefram
     chart.boundary_x = _r(PAD_LEFT + first_slot * scale.step)
 
 
-def _labels(chart: Chart, scale: _Scale, stamps: list[int], tf: Timeframe) -> None:
-    for i in range(GRID_LINES):
-        price = scale.low + (scale.high - scale.low) * (i + 0.5) / GRID_LINES
-        chart.grid.append((scale.y(price), format_price(price)))
-    last = len(stamps) - 1
-    for slot in sorted({0, len(stamps) // 3, 2 * len(stamps) // 3, last}) if stamps else []:
+def _time_labels(chart: Chart, scale: _Scale, stamps: list[int], tf: Timeframe) -> None:
+    last, fmt = len(stamps) - 1, _AXIS_FORMATS.get(tf, "%Y-%m-%d %H:%M")
+    for slot in sorted({0, last // 2, last}) if stamps else []:
         # The outer labels hang inwards so they are not clipped at the chart's edges.
         anchor = "start" if slot == 0 else "end" if slot == last else "middle"
         x = PAD_LEFT if slot == 0 else chart.plot_right if slot == last else scale.x(slot)
-        chart.x_labels.append((x, format_ts(stamps[slot], tf), anchor))
+        chart.x_labels.append((x, to_datetime(stamps[slot]).strftime(fmt), anchor))
 
 
-def build_chart(candles: pd.DataFrame, points: pd.DataFrame | None, tf: Timeframe) -> Chart:
-    """Chart of the latest :data:`CHART_MAX_CANDLES` candles and, if given, the forecast."""
+def build_chart(candles: pd.DataFrame, points: pd.DataFrame | None, tf: Timeframe, unit: str = "") -> Chart:
+    """Chart of the latest :data:`CHART_MAX_CANDLES` candles and, if given, the forecast points."""
     recent = candles.tail(CHART_MAX_CANDLES).reset_index(drop=True)
-    if points is not None and not recent.empty:
-        # Points are drawn in the slots after the last candle, so only future ones belong
-        # there (a kept, degraded forecast can start at candles that have closed since).
-        points = points[points["ts"] > int(recent["ts"].iloc[-1])].reset_index(drop=True)
-    forecast = points if points is not None and not points.empty else None
+    forecast = points.reset_index(drop=True) if points is not None and not points.empty and not recent.empty else None
     lows = list(recent["low"]) + ([] if forecast is None else list(forecast["yhat_lower"]))
     highs = list(recent["high"]) + ([] if forecast is None else list(forecast["yhat_upper"]))
     chart = Chart()
     if not lows:
         return chart
+    low, high = _padded(float(min(lows)), float(max(highs)))
+    ticks, decimals = nice_ticks(low, high)
+    labels = [_tick_label(v, decimals) for v in ticks]
+    chart.plot_right = _r(WIDTH - 10 - CHAR_EM * PHONE_FONT * max((len(t) for t in labels), default=6) - 8)
     slots = len(recent) + (0 if forecast is None else len(forecast))
-    scale = _Scale(slots, float(min(lows)), float(max(highs)))
-    chart.candles = _candles(recent, scale, tf)
+    scale = _Scale(slots, low, high, chart.plot_right)
+    chart.grid = [(scale.y(v), label) for v, label in zip(ticks, labels)]
+    chart.candles = _candles(recent, scale, tf, unit)
     if forecast is not None:
-        _forecast(forecast, len(recent), scale, tf, chart)
+        _forecast(forecast, len(recent), scale, tf, unit, chart)
     stamps = [int(t) for t in recent["ts"]] + ([] if forecast is None else [int(t) for t in forecast["ts"]])
-    _labels(chart, scale, stamps, tf)
+    _time_labels(chart, scale, stamps, tf)
     return chart
+
+
+def _padded(low: float, high: float) -> tuple[float, float]:
+    """The price range the plot spans: the data's plus 6 % each side (a flat series gets 1 %)."""
+    pad = (high - low) * 0.06 or abs(high) * 0.01 or 1.0
+    return low - pad, high + pad

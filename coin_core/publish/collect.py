@@ -102,22 +102,36 @@ class SeriesState:
         return None if self.candles.empty else float(self.candles["close"].iloc[-1])
 
     @property
+    def quote(self) -> str:
+        """The unit of every price of this series: the pair's quote currency (``USDT``)."""
+        return self.symbol.split("/", 1)[1]
+
+    @property
     def served_points(self) -> pd.DataFrame | None:
-        """Forecast points that may be shown, or None when the prediction is blocked."""
+        """The stored forecast's points when it may be served (all of them: the data file), else None."""
         if self.forecast is None or self.prediction is None or not self.prediction.served:
             return None
         return self.forecast.points
 
     @property
-    def next_point(self) -> ForecastPoint | None:
-        """The first served forecast point after the latest stored candle.
+    def shown_points(self) -> pd.DataFrame | None:
+        """The forecast points a page shows: only those after the latest stored candle.
 
-        A kept (degraded) forecast may start at candles that have closed since: those are
-        history now, not a "next" forecast.
+        The one place that decides it: the chart, the forecast table and the "next" figures all
+        use it. A kept (degraded) forecast may start at candles that have closed since: those
+        are history now, not a forecast. None when the prediction is blocked.
         """
         points = self.served_points
-        if points is not None and self.latest_ts is not None:
+        if points is None:
+            return None
+        if self.latest_ts is not None:
             points = points[points["ts"] > self.latest_ts]
+        return points.reset_index(drop=True)
+
+    @property
+    def next_point(self) -> ForecastPoint | None:
+        """The first shown forecast point (the candle after the latest stored one)."""
+        points = self.shown_points
         if points is None or points.empty:
             return None
         row = points.iloc[0]

@@ -2,6 +2,11 @@
 
 Crypto prices span ten orders of magnitude (BTC ~1e5, SHIB ~1e-5): large prices get thousands
 separators and cents, small ones keep four significant digits instead of rounding to ``0.00``.
+A price may carry its unit, the pair's quote currency (``60,123.45 USDT``).
+
+A candle is always named by its *opening* time, and says so (:func:`format_candle`): exchanges
+and the data files key candles by open time; ages and staleness are measured from close time
+and are worded as such ("closed … ago").
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import math
 from ..freshness import format_age
 from ..timeframes import Timeframe, to_datetime
 
-__all__ = ["format_share", "format_price", "format_change", "format_ts", "format_age_s", "sentence"]
+__all__ = ["format_share", "format_price", "format_change", "format_ts", "format_candle", "format_age_s", "sentence"]
 
 _TS_FORMATS: dict[str, str] = {
     "1m": "%Y-%m-%d %H:%M UTC",
@@ -22,7 +27,13 @@ _TS_FORMATS: dict[str, str] = {
 }
 
 
-def format_price(value: float | None) -> str:
+def format_price(value: float | None, unit: str = "") -> str:
+    """A price at the precision its magnitude needs, followed by ``unit`` when given."""
+    text = _price(value)
+    return f"{text} {unit}" if unit and text != "—" else text
+
+
+def _price(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "—"
     size = abs(value)
@@ -48,6 +59,13 @@ def format_ts(ts_ms: int | None, tf: Timeframe | None = None) -> str:
     if ts_ms is None:
         return "—"
     return to_datetime(int(ts_ms)).strftime(_TS_FORMATS.get(tf or "1m", _TS_FORMATS["1m"]))
+
+
+def format_candle(ts_ms: int | None, tf: Timeframe | None = None) -> str:
+    """``opening 2024-05-01 11:00 UTC``: a candle named by its open time, to the minute, always."""
+    if ts_ms is None:
+        return "—"
+    return "opening " + to_datetime(int(ts_ms)).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def format_age_s(seconds: float | None) -> str:

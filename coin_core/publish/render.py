@@ -19,7 +19,7 @@ from ..freshness import FreshnessStatus
 from .chart import Chart, build_chart
 from .collect import SeriesState
 from .track import build_track_chart
-from .format import format_age_s, format_change, format_price, format_share, format_ts, sentence
+from .format import format_age_s, format_candle, format_change, format_price, format_share, format_ts, sentence
 
 __all__ = ["DEFAULT_TEMPLATES_DIR", "SiteContext", "make_environment", "render_pages"]
 
@@ -59,8 +59,8 @@ def _environment(folder: str) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(price=format_price, ts=format_ts, age=format_age_s, change=format_change, sentence=sentence,
-                       pct=format_share)
+    env.filters.update(price=format_price, ts=format_ts, candle=format_candle, age=format_age_s, change=format_change,
+                       sentence=sentence, pct=format_share)
     return env
 
 
@@ -74,7 +74,7 @@ def _render(env: Environment, name: str, what: str, **context: Any) -> bytes:
 def _chart(state: SeriesState) -> Chart | None:
     if not state.history.served or state.candles.empty:
         return None
-    return build_chart(state.candles, state.served_points, state.timeframe)
+    return build_chart(state.candles, state.shown_points, state.timeframe, state.quote)
 
 
 def series_page(env: Environment, site: SiteContext, state: SeriesState) -> bytes:

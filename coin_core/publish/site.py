@@ -6,10 +6,12 @@ or corrupt file simply differs from its expected bytes and is rewritten. The dat
 page of a series that left the configuration are removed after the new index and manifest
 (which no longer link them) are in place; nothing else in the directory is ever touched.
 
-Crash safety: every write is atomic (temp file + rename), and files are written in dependency
-order — static assets and schemas, data files, ``status.json``, series pages and the other pages,
-then ``index.html`` and ``manifest.json`` last — so a publish that fails half-way leaves every
-file valid and the entry points (index, manifest) still describing the previous complete run.
+Crash safety: every changed file is first staged in full outside ``public/`` (see
+:mod:`coin_core.publish.staging`), then renamed into place in dependency order — static assets
+and schemas, data files, ``status.json``, series pages and the other pages, then ``index.html``
+and ``manifest.json`` last. A publish that fails while writing (a full disk) changes nothing that
+is served; one killed during the renames leaves every file valid and the entry points (index,
+manifest) still describing the previous complete run, and the next run completes it.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from pathlib import Path
 from ..config import Settings
 from ..errors import PublishError
 from ..freshness import FreshnessStatus
-from ..fsutil import atomic_write_bytes, safe_child
+from ..fsutil import safe_child
 from ..storage.base import CandleStore
 from .artifacts import (
     history_file, manifest_file, overall, prediction_file, schema_files, status_file, to_bytes, track_record_file,
 )
 from .collect import SeriesState, collect_series
 from .render import DEFAULT_TEMPLATES_DIR, SiteContext, make_environment, render_pages
+from .staging import Generation
 
 __all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts"]
 
@@ -61,6 +64,7 @@ class PublishReport:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
     series: list[SeriesSummary] = field(default_factory=list)
 
@@ -78,10 +82,10 @@ def _relative_path(root: Path, rel: str) -> Path:
 
 
 class _Writer:
-    """Writes a file only when its bytes changed; records what it did."""
+    """Stages a file only when its bytes changed; records what it did."""
 
-    def __init__(self, root: Path, report: PublishReport) -> None:
-        self.root, self.report = root, report
+    def __init__(self, root: Path, report: PublishReport, generation: Generation) -> None:
+        self.root, self.report, self.generation = root, report, generation
 
     def put(self, rel: str, data: bytes) -> None:
         path = _relative_path(self.root, rel)
@@ -93,10 +97,7 @@ class _Writer:
         if same:
             self.report.unchanged.append(rel)
             return
-        try:
-            atomic_write_bytes(path, data)
-        except OSError as exc:
-            raise PublishError(f"cannot write {rel} in {self.root}: {exc.strerror or exc}") from exc
+        self.generation.stage(rel, data)
         self.report.written.append(rel)
 
 
@@ -144,9 +145,16 @@ def publish_site(
     files = build_artifacts(states, settings, now_ms, Path(templates_dir or DEFAULT_TEMPLATES_DIR))
     status, _ = overall(states)
     report = PublishReport(public_dir=Path(settings.public_dir), now_ms=now_ms, overall=status)  # type: ignore[arg-type]
-    writer = _Writer(report.public_dir, report)
-    for rel, data in files:
-        writer.put(rel, data)
+    generation = Generation(report.public_dir)
+    report.cleaned = generation.cleaned
+    try:
+        writer = _Writer(report.public_dir, report, generation)
+        for rel, data in files:
+            writer.put(rel, data)
+    except BaseException:
+        generation.discard()
+        raise
+    generation.flip()
     report.removed = _remove_orphans(report.public_dir, {rel for rel, _ in files})
     report.series = [
         SeriesSummary(s.symbol, s.timeframe, s.status, s.visible, s.signals, s.history.served,
