@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 from ..lifecycle.report import ChartPoint as TrackPoint
 from ..timeframes import Timeframe
-from .chart import HEIGHT, PAD_BOTTOM, PAD_RIGHT, PAD_TOP, WIDTH, Chart, _labels, _Scale
+from .chart import (
+    CHAR_EM, HEIGHT, PAD_BOTTOM, PAD_TOP, PHONE_FONT, WIDTH, Chart, _padded, _r, _Scale, _tick_label, _time_labels,
+    nice_ticks,
+)
 from .format import format_price, format_ts
 
 __all__ = ["TrackMarker", "TrackChart", "build_track_chart"]
@@ -39,7 +42,7 @@ class TrackChart:
     x_labels: list[tuple[float, str, str]] = field(default_factory=list)
     plot_top: float = PAD_TOP
     plot_bottom: float = HEIGHT - PAD_BOTTOM
-    plot_right: float = WIDTH - PAD_RIGHT
+    plot_right: float = WIDTH - 100.0
 
     @property
     def covered(self) -> int:
@@ -50,10 +53,13 @@ def build_track_chart(points: list[TrackPoint], tf: Timeframe) -> TrackChart | N
     """None when nothing has been scored yet."""
     if not points:
         return None
-    lows = [min(p.y, p.lower80) for p in points]
-    highs = [max(p.y, p.upper80) for p in points]
-    scale = _Scale(len(points), min(lows), max(highs))
+    low, high = _padded(min(min(p.y, p.lower80) for p in points), max(max(p.y, p.upper80) for p in points))
+    ticks, decimals = nice_ticks(low, high)
+    labels = [_tick_label(v, decimals) for v in ticks]
     chart = TrackChart()
+    chart.plot_right = _r(WIDTH - 10 - CHAR_EM * PHONE_FONT * max((len(t) for t in labels), default=6) - 8)
+    scale = _Scale(len(points), low, high, chart.plot_right)
+    chart.grid = [(scale.y(v), label) for v, label in zip(ticks, labels)]
     upper, lower, actual, forecast = [], [], [], []
     for slot, p in enumerate(points):
         x = scale.x(slot)
@@ -66,7 +72,7 @@ def build_track_chart(points: list[TrackPoint], tf: Timeframe) -> TrackChart | N
         actual.append(f"{x},{scale.y(p.y)}")
         forecast.append(f"{x},{scale.y(p.yhat)}")
     chart.band, chart.actual, chart.forecast = " ".join(upper + lower[::-1]), " ".join(actual), " ".join(forecast)
-    labels = Chart()
-    _labels(labels, scale, [p.ts for p in points], tf)
-    chart.grid, chart.x_labels = labels.grid, labels.x_labels
+    labelled = Chart(plot_right=chart.plot_right)
+    _time_labels(labelled, scale, [p.ts for p in points], tf)
+    chart.x_labels = labelled.x_labels
     return chart
