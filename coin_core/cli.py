@@ -1,18 +1,35 @@
 """The ``coin-predict`` command line: each command builds the settings, calls the same library
-function a Prefect flow calls, and turns project errors into one clean line (exit code 2)."""
+function a Prefect flow calls, and turns every error into one clean line on stderr.
+
+Exit codes: 0 done; 1 a run finished but some series failed, or an unexpected error (one line;
+``--debug`` adds the traceback); 2 bad input (settings, flags, nothing stored) or any other
+project error; 130 interrupted. Every line that leaves this process goes through
+:func:`coin_core.redaction.redact`, so no form of a secret reaches the terminal or a log.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 import time
-from typing import Callable, Sequence
+import traceback
+from typing import Callable, NoReturn, Sequence
 
 from . import __version__
 from .config import Settings, load_settings
 from .errors import CoinPredictError
+from .redaction import redact
+
+DESCRIPTION = """Coin Predict: collect crypto candles, forecast them, publish a static site.
+
+Settings come from the environment and .env (see docs/configuration.md; `coin-predict config`
+shows them). Exit codes: 0 done, 1 some series failed or an unexpected error, 2 bad input or a
+project error (one line on stderr), 130 interrupted.
+"""
+_SECRET_ENV = ("EXCHANGE_API_KEY", "EXCHANGE_SECRET", "INFLUXDB_TOKEN", "INFLUXDB_PASSWORD")
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -33,7 +50,37 @@ def _now_ms() -> int:
 
 
 def _csv(value: str | None) -> list[str] | None:
-    return [v for v in value.split(",") if v.strip()] if value else None
+    """None when the flag is absent (the configured set); a list, maybe empty (an error), if given."""
+    return None if value is None else [v for v in value.split(",") if v.strip(" \t")]
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a number 1-65535") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: expected 1-65535")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: expected a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid number {value}: expected a whole number >= 1")
+    return value
+
+
+def _series_exit(results: dict[str, str]) -> int:
+    """0 all done, 2 when nothing is stored for any selected series, 1 when some failed."""
+    from .pipeline import NO_CANDLES
+
+    if results and all(r == NO_CANDLES for r in results.values()):
+        raise CoinPredictError(f"no candles stored for {', '.join(results)}: run `coin-predict ingest` first")
+    return 1 if any(r == NO_CANDLES or r.startswith(("failed", "degraded")) for r in results.values()) else 0
 
 
 class _ProgressPrinter:
@@ -77,12 +124,17 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import run_train
 
     failed = False
-    for series, report in run_train(settings, symbols=_csv(args.symbols), timeframes=_csv(args.timeframes), lookback=args.lookback).items():
+    results = run_train(settings, symbols=_csv(args.symbols), timeframes=_csv(args.timeframes), lookback=args.lookback)
+    for series, report in results.items():
+        if isinstance(report, str):
+            print(f"{series:<16} {report}")
+            continue
         fits = ", ".join(f"{name}: {status}" for name, status in report.fits.items())
         gate = report.error or (f"gate {report.gate.status}: {report.gate.message}" if report.gate else "gate not run")
         print(f"{series:<16} {fits}\n{'':<16} {gate} -> serving {report.gate.champion if report.gate else '?'}")
         failed = failed or report.error is not None or any(v.startswith("failed") for v in report.fits.values())
-    return 1 if failed else 0
+    summary = {series: r if isinstance(r, str) else "ok" for series, r in results.items()}
+    return max(_series_exit(summary), 1 if failed else 0)
 
 
 @command("score", "Score stored forecasts whose target candle closed; demote a champion that lost to naive.",
@@ -132,9 +184,11 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
 def _forecast(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import run_forecast
 
-    for series, status in run_forecast(settings, now_ms=_now_ms(), symbols=_csv(args.symbols), timeframes=_csv(args.timeframes)).items():
+    settings.narrowed(_csv(args.symbols), _csv(args.timeframes)).predicted_series()  # e.g. 1m: never predicted
+    results = run_forecast(settings, now_ms=_now_ms(), symbols=_csv(args.symbols), timeframes=_csv(args.timeframes))
+    for series, status in results.items():
         print(f"{series:<16} {status}")
-    return 0
+    return _series_exit(results)
 
 
 @command("evaluate", "Rolling-origin evaluation of the baselines, the champion spec and the challengers "
@@ -164,7 +218,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 def _cycle(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import run_cycle
 
-    report = run_cycle(settings, timeframes=_csv(args.timeframes), progress=_ProgressPrinter())
+    report = run_cycle(settings, symbols=_csv(args.symbols), timeframes=_csv(args.timeframes), progress=_ProgressPrinter())
     _print_ingest(report.ingest)
     print(f"forecasts: {report.forecasts}\npublished {report.published_files} changed file(s) in {report.seconds:.1f}s")
     return 0 if report.ingest.ok else 1
@@ -209,32 +263,38 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, serve_port=args.serve, lookback_days=args.lookback_days)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"coin-predict: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coin-predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="coin-predict", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"coin-predict {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--debug", action="store_true", help="on an unexpected error, print its traceback too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, example, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        if name in {"ingest", "train", "forecast", "cycle", "score", "models"}:
-            p.add_argument("--symbols", help="comma-separated symbols (default: TARGET_SYMBOLS)")
-            p.add_argument("--timeframes", help="comma-separated timeframes (default: INGEST_TIMEFRAMES)")
+        if name in {"ingest", "train", "forecast", "cycle", "score", "models", "evaluate"}:
+            p.add_argument("--symbols", help="comma-separated symbols, a subset of TARGET_SYMBOLS (default: all of them)")
+            p.add_argument("--timeframes", help="comma-separated timeframes, a subset of INGEST_TIMEFRAMES (default: all of them)")
         if name == "train":
-            p.add_argument("--lookback", type=int, help="train on the latest N candles only")
+            p.add_argument("--lookback", type=_positive, metavar="N",
+                           help="train on the latest N candles (at least the timeframe's min samples; default: its training window)")
         if name in {"events", "rollback"}:
             p.add_argument("--symbol", required=True, help="e.g. BTC/USDT")
-            p.add_argument("--timeframe", default="1h")
+            p.add_argument("--timeframe", default="1h", help="e.g. 1h (default 1h)")
         if name == "events":
-            p.add_argument("--limit", type=int, default=50, help="latest N events (default 50)")
+            p.add_argument("--limit", type=_positive, default=50, metavar="N", help="latest N events (default 50)")
         if name == "rollback":
             p.add_argument("--reason", default="operator rollback", help="recorded in the event log")
         if name == "evaluate":
-            p.add_argument("--symbols", help="comma-separated symbols (default: TARGET_SYMBOLS)")
-            p.add_argument("--timeframes", help="comma-separated timeframes (default: INGEST_TIMEFRAMES)")
-            p.add_argument("--origins", type=int, help="scored origins per series (default 200, at least 50)")
-            p.add_argument("--workers", type=int, help="processes for the fits (default: every core; 1 = serial)")
+            p.add_argument("--origins", type=_positive, metavar="N", help="scored origins per series (default 200, at least 50)")
+            p.add_argument("--workers", type=_positive, metavar="N", help="processes for the fits (default: every core; 1 = serial)")
         if name == "exchange":
             p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
             p.add_argument("--port", type=int, default=8765, help="port to listen on, 0..65535 (default 8765)")
@@ -245,24 +305,59 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--request-log", default="-", metavar="FILE",
                            help="one line per request to FILE (appended), '-' for stderr (default), 'off'")
         if name == "demo":
-            p.add_argument("--serve", type=int, metavar="PORT", help="serve public/ on 127.0.0.1:PORT afterwards")
-            p.add_argument("--lookback-days", type=int, default=365, help="1h history to backfill (default 365)")
+            p.add_argument("--serve", type=_port, metavar="PORT", help="serve public/ on 127.0.0.1:PORT afterwards")
+            p.add_argument("--lookback-days", type=_positive, default=365, help="1h history to backfill (default 365)")
     return parser
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks secrets in every log record (message and arguments) before a handler formats it."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), self.secrets)
+        record.args = None
+        if record.exc_info:
+            record.msg += "\n" + redact("".join(traceback.format_exception(*record.exc_info)), self.secrets)
+            record.exc_info = None
+        return True
+
+
+def _env_secrets() -> list[str]:
+    """Secrets straight from the environment: settings that failed to load must still be masked."""
+    return [v for k, v in os.environ.items() if k.upper() in _SECRET_ENV and v]
+
+
+def _fail(code: int, text: str, secrets: list[str]) -> int:
+    line = " ".join(redact(text, secrets).split())
+    print(f"coin-predict: {line}", file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    secrets = _env_secrets()
+    redactor = _RedactingFilter(secrets)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redactor)
     try:
         settings = load_settings()
+        secrets += settings.secret_values()
         return COMMANDS[args.command][2](args, settings)
     except CoinPredictError as exc:
-        print(f"coin-predict: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(2, f"error: {exc}", secrets)
     except KeyboardInterrupt:
-        print("coin-predict: interrupted", file=sys.stderr)
-        return 130
+        return _fail(130, "interrupted", secrets)
+    except Exception as exc:  # noqa: BLE001 - the edge: one line, never a bare traceback
+        if args.debug:
+            print(redact("".join(traceback.format_exception(exc)), secrets), file=sys.stderr, end="")
+        hint = "" if args.debug else " (run with --debug for the traceback)"
+        return _fail(1, f"unexpected error: {type(exc).__name__}: {exc}{hint}", secrets)
 
 
 if __name__ == "__main__":

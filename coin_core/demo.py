@@ -32,7 +32,7 @@ def run_demo(settings: Settings, *, serve_port: int | None = None, lookback_days
     overrides = dict(settings.timeframe_policy)
     overrides["1h"] = {**overrides.get("1h", {}), "lookback_days": lookback_days}
     with SimExchange(symbols=settings.target_symbols) as sim:
-        demo = settings.model_copy(update={"exchange_api_url": sim.base_url, "timeframe_policy": overrides})
+        demo = settings.with_updates(exchange_api_url=sim.base_url, timeframe_policy=overrides)
         print(f"    exchange at {sim.base_url}; store: {demo.store} under {demo.data_dir}")
         _step(f"backfilling {', '.join(demo.ingest_timeframes)} candles")
         ingest = run_ingest(demo, progress=_ProgressPrinter())

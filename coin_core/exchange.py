@@ -42,6 +42,7 @@ import ccxt
 from . import timeframes as tfs
 from .config import Settings
 from .errors import ConfigError, PermanentExchangeError, TransientExchangeError
+from .redaction import redact
 from .symbols import check_listed, parse_symbol
 
 __all__ = ["ExchangeClient", "MAX_PAGE"]
@@ -150,8 +151,7 @@ class ExchangeClient:
         self._max_skew_ms = int(settings.exchange_max_clock_skew_s * 1000)
         self.clock_note: str | None = None
         """Set by :meth:`now_ms` when the exchange's clock was beyond the skew bound."""
-        self._secrets = [s.get_secret_value() for s in (settings.exchange_api_key, settings.exchange_secret)
-                         if s is not None and s.get_secret_value()]
+        self._secrets = settings.secret_values()
         self._exchange = _build(settings, rate_limit_ms)
         self._markets: list[str] | None = None
         if markets:
@@ -305,14 +305,12 @@ class ExchangeClient:
         return _parse_retry_after(raw)
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets)
 
     def _cause(self, exc: BaseException) -> BaseException | None:
         """Chain the ccxt error unless its text (or its own cause's) holds a secret."""
         texts = [str(exc), repr(exc.__cause__), repr(exc.__context__)]
-        return None if any(s in t for s in self._secrets for t in texts) else exc
+        return None if any(self._redact(t) != t for t in texts) else exc
 
     def _message(self, what: str, exc: BaseException, attempts: int) -> str:
         detail = " ".join(self._redact(str(exc)).split())

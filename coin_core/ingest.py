@@ -34,6 +34,7 @@ from .candles import FUTURE, Rejection, to_frame, validate_candles
 from .config import Settings
 from .errors import CoinPredictError, StorageError, StorageUnavailableError, TransientExchangeError
 from .exchange import ExchangeClient
+from .redaction import redact
 from .health import IngestState, read_ingest_state, write_ingest_state
 from .storage import CandleStore, open_store
 
@@ -383,7 +384,7 @@ def _guarded(store: CandleStore, client: ExchangeClient, settings: Settings, sym
         return ingest_series(store, client, settings, symbol, tf, now_ms=now_ms, progress=progress)
     except CoinPredictError as exc:
         log.error("ingest of %s %s failed: %s", symbol, tf, exc)
-        error = f"{type(exc).__name__}: {exc}"
+        error = redact(f"{type(exc).__name__}: {exc}", settings.secret_values())
         state = read_ingest_state(settings.data_dir, symbol, tf) or IngestState()
         write_ingest_state(settings.data_dir, symbol, tf, state.model_copy(update={"last_error": error[:300]}))
         return SeriesReport(symbol=symbol, timeframe=tf, error=error)

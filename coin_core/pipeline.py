@@ -18,9 +18,12 @@ if TYPE_CHECKING:
     from .lifecycle.retrain import RetrainReport
     from .publish import PublishReport
 
-__all__ = ["CycleReport", "run_train", "run_score", "run_forecast", "run_publish", "run_cycle"]
+__all__ = ["CycleReport", "NO_CANDLES", "run_train", "run_score", "run_forecast", "run_publish", "run_cycle"]
 
 log = logging.getLogger(__name__)
+
+#: The result of a series with nothing stored: no model, no forecast and no status file for it.
+NO_CANDLES = "no candles stored: run `coin-predict ingest` first"
 
 
 class CycleReport(BaseModel):
@@ -31,13 +34,20 @@ class CycleReport(BaseModel):
 
 
 def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
-              lookback: int | None = None, actor: "Actor" = "cli", now_ms: int | None = None) -> dict[str, "RetrainReport"]:
-    """Fit every candidate of every series, then evaluate, gate and publish: never an ungated swap."""
+              lookback: int | None = None, actor: "Actor" = "cli",
+              now_ms: int | None = None) -> dict[str, "RetrainReport | str"]:
+    """Fit every candidate of every series, then evaluate, gate and publish: never an ungated swap.
+
+    A series with no stored candle is reported as :data:`NO_CANDLES`; when no series had any,
+    nothing is fitted and the site is left as it is.
+    """
     from .lifecycle import open_scorebook
     from .lifecycle.retrain import retrain_series
 
+    selected = settings.narrowed(symbols, timeframes)
+    lookback = selected.check_lookback(lookback)
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    reports: dict[str, RetrainReport] = {}
+    reports: dict[str, RetrainReport | str] = {}
     try:
         book = open_scorebook(settings)
     except StorageError as exc:  # the gate then judges on backtests alone
@@ -45,13 +55,17 @@ def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timef
         book = None
     with open_store(settings) as store:
         try:
-            for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
+            for symbol, tf in selected.predicted_series():
+                if store.count(symbol, tf) == 0:
+                    reports[f"{symbol} {tf}"] = NO_CANDLES
+                    continue
                 reports[f"{symbol} {tf}"] = retrain_series(store, settings, book, symbol, tf, lookback=lookback,
                                                            actor=actor, now_ms=now)
         finally:
             if book is not None:
                 book.close()
-    run_publish(settings, now_ms=now)
+    if any(not isinstance(r, str) for r in reports.values()):
+        run_publish(settings, now_ms=now)
     return reports
 
 
@@ -75,12 +89,18 @@ def run_score(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None 
 
 def run_forecast(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None = None,
                  timeframes: Iterable[str] | None = None) -> dict[str, str]:
-    """Forecast every predicted series from its latest closed candle; returns series -> status."""
+    """Forecast every predicted series from its latest closed candle; returns series -> status.
+
+    A series with no stored candle is reported as :data:`NO_CANDLES` and leaves no status record.
+    """
     from .forecast.predict import forecast_series
 
     results: dict[str, str] = {}
     with open_store(settings) as store:
         for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
+            if store.count(symbol, tf) == 0:
+                results[f"{symbol} {tf}"] = NO_CANDLES
+                continue
             outcome = forecast_series(store, settings, symbol, tf, now_ms=now_ms)
             results[f"{symbol} {tf}"] = outcome.status + (f" ({outcome.error})" if outcome.error else "")
     return results
@@ -93,13 +113,14 @@ def run_publish(settings: Settings, *, now_ms: int) -> "PublishReport":
         return publish_site(store, settings, now_ms=now_ms)
 
 
-def run_cycle(settings: Settings, *, timeframes: Iterable[str] | None = None, now_ms: int | None = None,
-              progress: Progress | None = None) -> CycleReport:
-    """ingest -> forecast -> publish, one causal chain in one process."""
+def run_cycle(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
+              now_ms: int | None = None, progress: Progress | None = None) -> CycleReport:
+    """ingest -> forecast (of ``symbols``/``timeframes``) -> publish (every configured series)."""
     began = time.monotonic()
-    ingest = run_ingest(settings, timeframes=timeframes, now_ms=now_ms, progress=progress)
+    settings.narrowed(symbols, timeframes)  # a bad selection fails before anything is fetched
+    ingest = run_ingest(settings, symbols=symbols, timeframes=timeframes, now_ms=now_ms, progress=progress)
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    run_score(settings, now_ms=now, timeframes=timeframes)  # before forecasting: a demotion serves at once
-    forecasts = run_forecast(settings, now_ms=now, timeframes=timeframes)
+    run_score(settings, now_ms=now, symbols=symbols, timeframes=timeframes)  # before forecasting: a demotion serves at once
+    forecasts = run_forecast(settings, now_ms=now, symbols=symbols, timeframes=timeframes)
     report = run_publish(settings, now_ms=now)
     return CycleReport(ingest=ingest, forecasts=forecasts, published_files=len(report.written), seconds=time.monotonic() - began)

@@ -5,36 +5,62 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import ConfigError
 from .timeframes import Timeframe
 
-__all__ = ["BackfillMode", "TimeframePolicy", "DEFAULT_POLICIES", "policy_table_markdown"]
+__all__ = ["BackfillMode", "TimeframePolicy", "DEFAULT_POLICIES", "merge_policy", "policy_table_markdown"]
 
 BackfillMode = Literal["rolling", "lookback", "full"]
 
 _DAY_S = 86_400
+# Days stop at 10,000 (~27 years, before any crypto exchange): a first backfill must never
+# start before the Unix epoch. Staleness thresholds stop at 400 days.
+_MAX_DAYS = 10_000
+_MAX_STALE_S = 400 * _DAY_S
 
 
 class TimeframePolicy(BaseModel):
     """How one timeframe is collected, kept, served and predicted."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: an override is JSON, so 1e20 or "24" or true is a mistake, not a number to coerce.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     collected: bool = True
     backfill: BackfillMode
     lookback_days: int | None = Field(
-        default=None, ge=1, description="rolling/lookback: how far back a first backfill starts"
+        default=None, ge=1, le=_MAX_DAYS, description="rolling/lookback: how far back a first backfill starts"
     )
-    retention_days: int | None = Field(default=None, ge=1, description="None keeps everything")
-    served_candles: int = Field(ge=1, description="history candles published per series")
+    retention_days: int | None = Field(default=None, ge=1, le=_MAX_DAYS, description="None keeps everything")
+    served_candles: int = Field(ge=1, le=10_000, description="history candles published per series")
     predicted: bool
-    horizon: int = Field(ge=0, description="forecast points after the latest closed candle")
-    min_samples: int = Field(ge=0, description="fewer stored candles -> insufficient_data")
-    soft_stale_s: int = Field(ge=1, description="age of the latest candle's close -> stale")
-    hard_stale_s: int = Field(ge=1, description="age of the latest candle's close -> hard_stale")
+    horizon: int = Field(ge=0, le=500, description="forecast points after the latest closed candle")
+    min_samples: int = Field(ge=0, le=1_000_000, description="fewer stored candles -> insufficient_data")
+    soft_stale_s: int = Field(ge=1, le=_MAX_STALE_S, description="age of the latest candle's close -> stale")
+    hard_stale_s: int = Field(ge=1, le=_MAX_STALE_S, description="age of the latest candle's close -> hard_stale")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TimeframePolicy":
+        if self.soft_stale_s > self.hard_stale_s:
+            raise ValueError(f"soft_stale_s ({self.soft_stale_s}) must not exceed hard_stale_s ({self.hard_stale_s})")
+        if self.predicted and self.horizon < 1:
+            raise ValueError("a predicted timeframe needs horizon >= 1")
+        return self
+
+
+def merge_policy(tf: Timeframe, base: "TimeframePolicy", override: dict[str, Any]) -> "TimeframePolicy":
+    """``base`` with the TIMEFRAME_POLICY ``override`` of ``tf`` applied; ConfigError names the key."""
+    try:
+        return TimeframePolicy(**{**base.model_dump(), **override})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first.get("loc", ()))
+        where = f"{tf}.{key}" if key else tf
+        got = f" (got {str(first.get('input'))[:40]!r})" if key else ""
+        raise ConfigError(f"invalid TIMEFRAME_POLICY {where}: {first['msg'].removeprefix('Value error, ')}{got}") from None
 
 
 DEFAULT_POLICIES: dict[Timeframe, TimeframePolicy] = {

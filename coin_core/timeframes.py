@@ -44,10 +44,14 @@ _WEEK_OFFSET = 4 * 1440 * _MINUTE
 
 
 def parse_timeframe(text: str) -> Timeframe:
-    """Validate a timeframe string (case matters: ``1m`` is a minute, ``1M`` a month)."""
-    value = text.strip()
+    """Validate a timeframe string (case matters: ``1m`` is a minute, ``1M`` a month).
+
+    Only ASCII spaces/tabs around it are trimmed: ``str.strip()`` would also accept Unicode
+    spaces, and a case fold would turn ``1M`` (month) into ``1m`` (minute).
+    """
+    value = str(text).strip(" \t")
     if value not in TIMEFRAMES:
-        raise ConfigError(f"unknown timeframe {text!r}: expected one of {', '.join(TIMEFRAMES)}")
+        raise ConfigError(f"unknown timeframe {str(text)[:20]!r}: expected one of {', '.join(TIMEFRAMES)}")
     return value  # type: ignore[return-value]
 
 

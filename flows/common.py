@@ -11,6 +11,7 @@ from prefect import get_client, runtime
 from prefect.states import State
 
 from coin_core.config import Settings, load_settings
+from coin_core.errors import ConfigError
 from coin_core.forecast.events import Actor
 from coin_core.forecast.predict import short_error
 
@@ -22,13 +23,22 @@ class SeriesFailed(RuntimeError):
 
 
 def flow_settings(symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None) -> Settings:
-    """Settings from the environment, once per run; flow parameters override symbols/timeframes."""
-    overrides: dict[str, Any] = {}
-    if symbols:
-        overrides["target_symbols"] = list(symbols)
-    if timeframes:
-        overrides["ingest_timeframes"] = list(timeframes)
-    return load_settings(**overrides)
+    """Settings from the environment, once per run, narrowed to the run's symbols/timeframes.
+
+    A parameter narrows the configured series and never widens them: an empty list, a symbol
+    not in TARGET_SYMBOLS or a timeframe not in INGEST_TIMEFRAMES fails the run with a
+    ConfigError naming it (a UI run never ends Completed having done nothing).
+    """
+    return load_settings().narrowed(_listed(symbols, "symbols"), _listed(timeframes, "timeframes"))
+
+
+def _listed(value: Any, name: str) -> list[Any] | None:
+    """A UI-typed parameter is JSON: a bare string instead of a list is taken as comma-separated."""
+    if value is None or isinstance(value, str):
+        return None if value is None else value.split(",")
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"parameter {name} must be a list of strings, got {type(value).__name__}")
+    return list(value)
 
 
 def state_error(state: State) -> str | None:

@@ -26,6 +26,7 @@ from coin_core.forecast.specs import default_lookback
 from coin_core.forecast.training import registered_fit_keys
 from coin_core.lifecycle import ScoreBook, open_scorebook
 from coin_core.lifecycle.retrain import training_specs
+from coin_core.pipeline import NO_CANDLES
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, gate_columns, publish_table, train_row
@@ -54,8 +55,10 @@ def train_one(store: CandleStore, settings: Settings, symbol: str, tf: str, look
     if error is not None:
         return train_row(symbol, tf, spec.name, None, False, error)
     key = key_state.result()
+    if key is None:  # nothing stored: a run asked for it must not end Completed with 0 models
+        return train_row(symbol, tf, spec.name, None, False, f"{symbol} {tf}: {NO_CANDLES}")
     # Reuse a cached fit only while that model is still registered (not pruned, not corrupt).
-    stale = key is not None and key not in registered_fit_keys(settings, symbol, tf)
+    stale = key not in registered_fit_keys(settings, symbol, tf)
     state = cached(train_task, key, refresh=stale)(store, settings, symbol, tf, lookback, spec, actor,
                                                    cache_key=key, return_state=True)
     error = state_error(state)
@@ -85,8 +88,21 @@ def select_series(store: CandleStore, settings: Settings, book: ScoreBook, trigg
 @flow(name="train")
 def train_flow(symbols: list[str] | None = None, timeframes: list[str] | None = None,
                lookback: int | None = None, triggered_only: bool = False) -> list[dict[str, object]]:
-    """Retrain every predicted series (or only those whose triggers fired), then gate and publish."""
+    """Retrain every predicted series (or only those whose triggers fired), then gate and publish.
+
+    Args:
+        symbols: Symbols to train, a subset of TARGET_SYMBOLS such as ["BTC/USDT"] (unset: all
+            configured). A symbol that is not configured, or has no stored candle, fails the run.
+        timeframes: Timeframes to train, a subset of INGEST_TIMEFRAMES among 1h, 1d, 1w, 1M
+            (1m is never predicted; unset: all configured).
+        lookback: Train on the latest N candles, N at least the timeframe's min samples (168 for
+            1h) and at most 5,000,000 (unset: the timeframe's training window, a year of 1h).
+        triggered_only: Retrain only the series whose retrain triggers fired (champion age, new
+            candles, drift of band misses); unset: every selected series.
+    """
     settings, site_settings, actor = flow_settings(symbols, timeframes), flow_settings(), flow_actor()
+    settings.predicted_series()  # impossible parameters fail the run before any task
+    lookback = settings.check_lookback(lookback)
     logger = get_run_logger()
     run_id = runtime.flow_run.id
     prepare_train_limit(str(run_id) if run_id else None)

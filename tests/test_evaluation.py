@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from coin_core.cli import main
 from coin_core.config import Settings, load_settings
 from coin_core.errors import ConfigError, DataValidationError
 from coin_core.evaluation import evaluate_series, evaluation_path, load_evaluation, save_evaluation
@@ -41,6 +42,21 @@ def _candles(closes: np.ndarray, latest: int = LATEST) -> pd.DataFrame:
         "open": opens, "high": np.maximum(opens, closes) * 1.001, "low": np.minimum(opens, closes) * 0.999,
         "close": closes, "volume": np.ones(n),
     })
+
+
+@pytest.fixture
+def eval_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """BTC with ~6 weeks of hours, ETH with too few; a 6-step horizon keeps Prophet's fits few."""
+    env = {"DATA_DIR": str(settings.data_dir), "PUBLIC_DIR": str(settings.public_dir),
+           "TARGET_SYMBOLS": "BTC/USDT,ETH/USDT", "TIMEFRAME_POLICY": json.dumps({"1h": {"horizon": 6}})}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with SQLiteStore(settings.data_dir / "candles.sqlite3") as store:
+        store.write_candles("BTC/USDT", "1h", walk_candles("1h", 1000, LATEST))
+        store.write_candles("ETH/USDT", "1h", walk_candles("1h", 200, LATEST, seed=3))
+    return load_settings()
+
 
 
 class PeekProbe(Model):
@@ -167,3 +183,31 @@ def test_parallel_and_serial_give_the_same_scores(short_settings: Settings, fore
     assert serial.workers == 1 and parallel.workers == 2
     assert parallel.scores == serial.scores and parallel.origins == serial.origins
     assert {k: v.model_dump() for k, v in parallel.bands.items()} == {k: v.model_dump() for k, v in serial.bands.items()}
+
+
+@pytest.mark.parametrize("spec", [NAIVE, ETS, ModelSpec(name="prophet", params={"daily_seasonality": True})])
+def test_predict_many_equals_one_predict_per_origin(spec: ModelSpec) -> None:
+    """The evaluation's batched predictions are exactly what production's predict returns."""
+    from coin_core.forecast import make_model
+    from tests.fixtures.forecast_fixtures import walk_history
+
+    history = walk_history("1h", 400, LATEST)
+    model = make_model(spec).fit(history.iloc[:300])
+    requests = []
+    for end in (300, 320, 333, 400):
+        recent = history.iloc[end - 8:end]
+        requests.append(([add(int(recent["ts"].iloc[-1]), "1h", k) for k in range(1, 7)], recent))
+    for batched, (targets, recent) in zip(model.predict_many(requests), requests):
+        pd.testing.assert_frame_equal(batched, model.predict(targets, recent=recent), rtol=1e-9)
+
+
+def test_evaluate_command_prints_a_line_per_model(eval_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--symbols", "BTC/USDT", "--origins", "50", "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(line.startswith("series=BTC/USDT 1h") for line in lines)
+    assert any("model=naive" in line and "mase=1.0" in line for line in lines)
+    assert main(["evaluate", "--symbols", "ETH/USDT", "--origins", "50"]) == 1  # insufficient, no crash
+    assert "status=insufficient_data" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as bad:  # argparse refuses it before anything runs
+        main(["evaluate", "--symbols", "BTC/USDT", "--origins", "0"])
+    assert bad.value.code == 2 and "--origins" in capsys.readouterr().err

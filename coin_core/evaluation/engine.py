@@ -89,35 +89,45 @@ def _forecasts(specs: Sequence[ModelSpec], plan: Plan, done: list[tuple[Task, An
     return out
 
 
+Pending = list[tuple[int, BandOutcome]]  # (target candle open time, outcome) not yet closed
+
+
+def _release(state: BandState, pending: Pending, anchor: int) -> tuple[BandState, Pending]:
+    """Feed the state every outcome whose target candle had closed by ``anchor``, in time order."""
+    ready = sorted((p for p in pending if p[0] <= anchor), key=lambda p: p[0])
+    if ready:
+        state = update_bands(state, [o for _, o in ready])
+    return state, [p for p in pending if p[0] > anchor]
+
+
+def _realised(ts: np.ndarray, y: np.ndarray, targets: np.ndarray) -> list[tuple[int, float]]:
+    """(step index, close) of every target candle that exists (exchange gaps are skipped)."""
+    where = np.searchsorted(ts, targets)
+    found = (where < len(ts)) & (ts[np.minimum(where, len(ts) - 1)] == targets)
+    return [(int(k), float(y[where[k]])) for k in np.flatnonzero(found)]
+
+
 def _calibrate(name: str, yhat: np.ndarray, plan: Plan, span: pd.DataFrame, tf: Timeframe) -> tuple[pd.DataFrame, BandState, int]:
     """Band every origin from errors realised before it; rows of the scored origins' points."""
     ts, y = span["ts"].to_numpy(), span["y"].to_numpy()
-    state = new_band_state(name, plan.horizon)
-    pending: list[tuple[int, BandOutcome]] = []
+    state, pending = new_band_state(name, plan.horizon), []
     rows, failed = [], 0
     for i, origin in enumerate(plan.origins):
         a = int(np.searchsorted(ts, origin, "right")) - 1
-        anchor = int(ts[a])
-        ready = [o for t, o in pending if t <= anchor]
-        pending = [(t, o) for t, o in pending if t > anchor]
-        if ready:
-            state = update_bands(state, ready)
+        state, pending = _release(state, pending, int(ts[a]))
         if not np.isfinite(yhat[i]).all():
             failed += i >= plan.calibration
             continue
-        targets = np.asarray(target_times(anchor, tf, plan.horizon), dtype="int64")
+        targets = np.asarray(target_times(int(ts[a]), tf, plan.horizon), dtype="int64")
         sigma = sigma_of(y[max(0, a - VOL_ROWS + 1):a + 1], state.halflife)
-        bands = band_arrays(state, yhat[i], sigma)
-        where = np.searchsorted(ts, targets)
-        found = (where < len(ts)) & (ts[np.minimum(where, len(ts) - 1)] == targets)
-        for step in np.flatnonzero(found):
-            real, point = float(y[where[step]]), float(yhat[i, step])
-            lo50, hi50, lo80, hi80 = (float(b[k][step]) for b in (bands[0.5], bands[0.8]) for k in (0, 1))
-            covered = {0.5: lo50 <= real <= hi50, 0.8: lo80 <= real <= hi80}
-            pending.append((int(targets[step]), BandOutcome(int(step) + 1, point, real, sigma, covered)))
+        (lo50, hi50), (lo80, hi80) = (band_arrays(state, yhat[i], sigma)[lv] for lv in (0.5, 0.8))
+        for k, real in _realised(ts, y, targets):
+            covered = {0.5: bool(lo50[k] <= real <= hi50[k]), 0.8: bool(lo80[k] <= real <= hi80[k])}
+            pending.append((int(targets[k]), BandOutcome(k + 1, float(yhat[i, k]), real, sigma, covered)))
             if i >= plan.calibration:
-                rows.append((anchor, int(step) + 1, real, point, float(y[a]), float(y[a]), lo50, hi50, lo80, hi80))
-    state = update_bands(state, [o for _, o in sorted(pending, key=lambda p: p[0])])
+                rows.append((int(ts[a]), k + 1, real, float(yhat[i, k]), float(y[a]), float(y[a]),
+                             float(lo50[k]), float(hi50[k]), float(lo80[k]), float(hi80[k])))
+    state, _ = _release(state, pending, int(ts[-1]))
     return pd.DataFrame(rows, columns=list(metrics.POINT_COLUMNS)), state, failed
 
 

@@ -34,10 +34,7 @@ def run_task(task: Task) -> np.ndarray | str:
     try:
         model = make_model(ModelSpec.model_validate(task.spec))
         model.fit(pd.DataFrame({"ts": task.fit_ts, "y": task.fit_y}))
-        rows = []
-        for (ts, y), targets in zip(task.recents, task.targets):
-            out = model.predict(list(targets), recent=pd.DataFrame({"ts": ts, "y": y}))
-            rows.append(out["yhat"].to_numpy(dtype="float64"))
-        return np.vstack(rows)
+        requests = [(list(targets), pd.DataFrame({"ts": ts, "y": y})) for (ts, y), targets in zip(task.recents, task.targets)]
+        return np.vstack([out["yhat"].to_numpy(dtype="float64") for out in model.predict_many(requests)])
     except CoinPredictError as exc:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

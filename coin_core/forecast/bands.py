@@ -136,20 +136,27 @@ def fit_bands(model: str, horizon: int, outcomes: Sequence[BandOutcome], **kwarg
     return update_bands(new_band_state(model, horizon, **kwargs), outcomes)  # type: ignore[arg-type]
 
 
-def _edges(state: BandState, step: int, alpha: float) -> tuple[float, float] | None:
+def _quantiles(z: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Lower (alpha/2, rounded down) and upper (1 - alpha/2, rounded up) order statistics of the
+    sorted ``z``: numpy's ``method="lower"``/``"higher"`` without re-sorting per level."""
+    alpha = min(max(alpha, _ALPHA_FLOOR), 1.0)
+    last = len(z) - 1
+    lo = float(z[int(math.floor(alpha / 2 * last))])
+    hi = float(z[int(math.ceil((1 - alpha / 2) * last))])
+    return (lo, hi) if lo <= hi else (0.0, 0.0)
+
+
+def _edges(state: BandState, step: int, alpha: float, ordered: np.ndarray | None = None) -> tuple[float, float] | None:
     """Quantiles of step ``step``'s normalised errors for miscoverage ``alpha`` (None: too few)."""
     window = state.residuals[step - 1]
     if len(window) < MIN_RESIDUALS:
         return None
-    z = np.asarray(window)
-    alpha = min(max(alpha, _ALPHA_FLOOR), 1.0)
-    lo = float(np.quantile(z, alpha / 2, method="lower"))
-    hi = float(np.quantile(z, 1 - alpha / 2, method="higher"))
-    return (lo, hi) if lo <= hi else (0.0, 0.0)
+    return _quantiles(ordered if ordered is not None else np.sort(window), alpha)
 
 
-def _band(state: BandState, stats: LevelStats, step: int, yhat: float, sigma: float) -> tuple[float, float]:
-    edges = _edges(state, step, stats.alpha_t[step - 1])
+def _band(state: BandState, stats: LevelStats, step: int, yhat: float, sigma: float,
+          ordered: np.ndarray | None = None) -> tuple[float, float]:
+    edges = _edges(state, step, stats.alpha_t[step - 1], ordered)
     if edges is None:
         half = NormalDist().inv_cdf(0.5 + stats.level / 2) * math.sqrt(step)
         edges = (-half, half)
@@ -160,8 +167,9 @@ def _band(state: BandState, stats: LevelStats, step: int, yhat: float, sigma: fl
 def band_arrays(state: BandState, yhat: np.ndarray, sigma: float) -> dict[float, tuple[np.ndarray, np.ndarray]]:
     """Per level: lower and upper edges for point forecasts ``yhat`` (step = position + 1), nested."""
     out: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    ordered = [np.sort(state.residuals[i]) for i in range(len(yhat))]
     for stats in sorted(state.levels, key=lambda s: s.level):
-        edges = np.array([_band(state, stats, i, float(v), sigma) for i, v in enumerate(yhat, start=1)])
+        edges = np.array([_band(state, stats, i, float(v), sigma, ordered[i - 1]) for i, v in enumerate(yhat, start=1)])
         lo, hi = edges[:, 0], edges[:, 1]
         if out:  # a wider level never sits inside a narrower one
             inner = out[max(out)]

@@ -241,6 +241,14 @@ class Model(ABC):
             raise ModelError(f"{self.name} predict failed: {type(exc).__name__}: {exc}") from exc
         return check_prediction(frame, targets)
 
+    def predict_many(self, requests: Sequence[tuple[Sequence[int], pd.DataFrame | None]]) -> list[pd.DataFrame]:
+        """``predict`` for several (targets, recent) pairs from one fit (a backtest's origins).
+
+        Same results as calling ``predict`` for each; a model whose predict has a large fixed
+        cost (Prophet) overrides it to pay that cost once.
+        """
+        return [self.predict(targets, recent=recent) for targets, recent in requests]
+
     def save(self, path: Path, metadata: ModelMetadata | None = None) -> None:
         """Write the artifact atomically as one JSON document."""
         if self.state_ is None:

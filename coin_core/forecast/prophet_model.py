@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelError
-from .base import DEFAULT_INTERVAL_WIDTH, Model, step_ms_of, z_score
+from .base import DEFAULT_INTERVAL_WIDTH, Model, check_history, check_prediction, check_targets, step_ms_of, z_score
 
 __all__ = ["ProphetModel", "seasonality_for", "prophet_kwargs", "to_ds"]
 
@@ -131,7 +131,11 @@ class ProphetModel(Model):
             _quiet_prophet()
             from prophet.serialize import model_from_json
 
-            self._cache = (state, model_from_json(json.dumps(state["prophet"])))
+            m = model_from_json(json.dumps(state["prophet"]))
+            # the spec decides, not the artifact: champions fitted when 200 was the default stop
+            # sampling a band nobody serves any more
+            m.uncertainty_samples = int(self.spec.params.get("uncertainty_samples", DEFAULT_SAMPLES))
+            self._cache = (state, m)
         return self._cache[1]
 
     def _predict(self, state: dict[str, Any], target_ts: np.ndarray, recent: pd.DataFrame | None) -> pd.DataFrame:
@@ -153,6 +157,24 @@ class ProphetModel(Model):
             # retrain); shift trend+seasonality so the path starts from the latest close.
             out = out[:-1] + (float(anchor["y"]) - out[-1, 0])
         return pd.DataFrame({"ts": target_ts, "yhat": out[:, 0], "yhat_lower": out[:, 1], "yhat_upper": out[:, 2]})
+
+    def predict_many(self, requests: Any) -> list[pd.DataFrame]:
+        """One prophet ``predict`` over every stamp of every request, then each request's level
+        correction: identical to one ``predict`` per request when no band is sampled."""
+        if self.state_ is None or int(self.spec.params.get("uncertainty_samples", DEFAULT_SAMPLES)):
+            return super().predict_many(requests)
+        checked = [(check_targets(t), check_history(r, min_rows=1) if r is not None and len(r) else None) for t, r in requests]
+        stamps = np.unique(np.concatenate([np.append(t, [] if r is None else [int(r["ts"].iloc[-1])]) for t, r in checked]).astype("int64"))
+        raw = _with_band(self._fitted(self.state_).predict(pd.DataFrame({"ds": to_ds(stamps)})), self._fitted(self.state_))
+        table = pd.DataFrame(raw.to_numpy(), index=stamps, columns=["yhat", "yhat_lower", "yhat_upper"])
+        out = []
+        for targets, recent in checked:
+            rows = table.loc[targets].to_numpy()
+            if recent is not None:
+                rows = rows + (float(recent["y"].iloc[-1]) - float(table.loc[int(recent["ts"].iloc[-1]), "yhat"]))
+            frame = pd.DataFrame({"ts": targets, "yhat": rows[:, 0], "yhat_lower": rows[:, 1], "yhat_upper": rows[:, 2]})
+            out.append(check_prediction(frame, targets))
+        return out
 
     def _validate_state(self, state: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(state.get("prophet"), dict) or not isinstance(state.get("seed", 0), int):

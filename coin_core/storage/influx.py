@@ -52,6 +52,7 @@ from pydantic import SecretStr
 
 from ..candles import COLUMNS
 from ..errors import ConfigError, DataValidationError, StorageError, StorageUnavailableError
+from ..redaction import redact
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, parse_timeframe
 from .base import CandleStore, Forecast, Role, frame_columns, points_frame, points_payload
@@ -70,6 +71,7 @@ _FORECAST_PAGE = 1_000  # a run is a few KiB of JSON: keep one response to a few
 _EST_BYTES_PER_CANDLE = 48
 _MAX_STRING_FIELD = 64 * 1024 - 1  # 1.x refuses longer string fields
 _DROPPED = re.compile(r"dropped=(\d+)")
+_TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
 
 
 def quote_ident(name: str) -> str:
@@ -86,6 +88,14 @@ def _reveal(secret: SecretStr | None) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
+def _checked_token(token: str | None) -> str | None:
+    """A token goes in a header: surrounding whitespace (a file's newline) is dropped, the rest checked."""
+    token = (token or "").strip() or None
+    if token is not None and not _TOKEN.fullmatch(token):
+        raise ConfigError("invalid InfluxDB token: printable ASCII without spaces inside (the value is not shown)")
+    return token
+
+
 class InfluxStore(CandleStore):
     name = "influxdb"
 
@@ -97,7 +107,14 @@ class InfluxStore(CandleStore):
         super().__init__(budget_bytes)
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", database):
             raise StorageError(f"invalid InfluxDB database/bucket name {database!r}")
-        parsed = httpx.URL(url)
+        token = _checked_token(token)
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise ConfigError(f"invalid InfluxDB URL {redact(str(url))!r}: {redact(str(exc))}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host or parsed.query or parsed.fragment:
+            raise ConfigError(f"invalid InfluxDB URL {redact(str(url).split('?')[0].split('#')[0])!r}: "
+                              "expected http(s)://host[:port][/path], no query or fragment")
         username = username or parsed.username or None
         password = password or parsed.password or None
         self.url = str(parsed.copy_with(username=None, password=None)).rstrip("/")
@@ -125,9 +142,7 @@ class InfluxStore(CandleStore):
 
     # ---- transport ----------------------------------------------------------------------
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "**********")
-        return text
+        return redact(text, self._secrets)
 
     def _send(self, method: str, path: str, params: dict[str, str], body: bytes | None = None) -> httpx.Response:
         for attempt in (1, 2):
