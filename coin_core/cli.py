@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="on an unexpected error, print its traceback too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, example, _) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+        p = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text, epilog=f"example:\n  {example}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if name in {"ingest", "train", "forecast", "cycle", "score", "models", "evaluate"}:
             p.add_argument("--symbols", help="comma-separated symbols, a subset of TARGET_SYMBOLS (default: all of them)")

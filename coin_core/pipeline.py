@@ -14,16 +14,22 @@ from .ingest import IngestReport, Progress, run_ingest
 from .storage import open_store
 
 if TYPE_CHECKING:
+    from .storage import CandleStore
     from .forecast.events import Actor
     from .lifecycle.retrain import RetrainReport
     from .publish import PublishReport
 
-__all__ = ["CycleReport", "NO_CANDLES", "run_train", "run_score", "run_forecast", "run_publish", "run_cycle"]
+__all__ = ["CycleReport", "NO_CANDLES", "without_candles", "run_train", "run_score", "run_forecast", "run_publish", "run_cycle"]
 
 log = logging.getLogger(__name__)
 
 #: The result of a series with nothing stored: no model, no forecast and no status file for it.
 NO_CANDLES = "no candles stored: run `coin-predict ingest` first"
+
+
+def without_candles(store: "CandleStore", series: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The series that have nothing stored: asked for by name, they fail with :data:`NO_CANDLES`."""
+    return [(symbol, tf) for symbol, tf in series if store.count(symbol, tf) == 0]
 
 
 class CycleReport(BaseModel):

@@ -26,11 +26,11 @@ from coin_core.forecast.specs import default_lookback
 from coin_core.forecast.training import registered_fit_keys
 from coin_core.lifecycle import ScoreBook, open_scorebook
 from coin_core.lifecycle.retrain import training_specs
-from coin_core.pipeline import NO_CANDLES
+from coin_core.pipeline import NO_CANDLES, without_candles
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, gate_columns, publish_table, train_row
-from flows.common import fail_if_any, flow_actor, flow_settings, state_error
+from flows.common import SeriesFailed, fail_if_any, flow_actor, flow_settings, state_error
 from flows.setup import TRAIN_LIMIT, ensure_concurrency_limits, release_stale_slots
 from flows.tasks import cached, fit_key_task, gate_task, publish_task, train_task, triggers_task
 
@@ -101,20 +101,26 @@ def train_flow(symbols: list[str] | None = None, timeframes: list[str] | None = 
             candles, drift of band misses); unset: every selected series.
     """
     settings, site_settings, actor = flow_settings(symbols, timeframes), flow_settings(), flow_actor()
-    settings.predicted_series()  # impossible parameters fail the run before any task
+    series = settings.predicted_series()  # impossible parameters fail the run before any task
     lookback = settings.check_lookback(lookback)
     logger = get_run_logger()
     run_id = runtime.flow_run.id
     prepare_train_limit(str(run_id) if run_id else None)
-    rows: list[dict[str, object]] = []
-    with concurrency(TRAIN_LIMIT, occupy=1, timeout_seconds=TRAIN_WAIT_S), open_store(settings) as store, \
-            open_scorebook(settings) as book:
-        now_ms = int(time.time() * 1000)
-        for (symbol, tf), why in select_series(store, settings, book, triggered_only, now_ms).items():
-            logger.info("retraining %s %s (%s, by %s)", symbol, tf, why, actor)
-            fits = [train_one(store, settings, symbol, tf, lookback, spec, actor) for spec in training_specs(tf)]
-            gate = gate_one(store, settings, book, symbol, tf, actor, int(time.time() * 1000))
-            rows += [{**fit, **gate, "trigger": why} for fit in fits]
+    with concurrency(TRAIN_LIMIT, occupy=1, timeout_seconds=TRAIN_WAIT_S), open_store(settings) as store:
+        empty = without_candles(store, series)
+        if len(empty) == len(series):  # nothing to fit: fail before any model, score or page is written
+            raise SeriesFailed(f"{', '.join(f'{s} {tf}' for s, tf in empty)}: {NO_CANDLES}")
+        rows: list[dict[str, object]] = [{**train_row(s, tf, "-", None, False, f"{s} {tf}: {NO_CANDLES}"),
+                                          **gate_columns(None, None), "trigger": "requested"} for s, tf in empty]
+        with open_scorebook(settings) as book:
+            now_ms = int(time.time() * 1000)
+            for (symbol, tf), why in select_series(store, settings, book, triggered_only, now_ms).items():
+                if (symbol, tf) in empty:
+                    continue
+                logger.info("retraining %s %s (%s, by %s)", symbol, tf, why, actor)
+                fits = [train_one(store, settings, symbol, tf, lookback, spec, actor) for spec in training_specs(tf)]
+                gate = gate_one(store, settings, book, symbol, tf, actor, int(time.time() * 1000))
+                rows += [{**fit, **gate, "trigger": why} for fit in fits]
         published = publish_task(store, site_settings, int(time.time() * 1000), return_state=True)
     publish_error = state_error(published)
     publish_table(artifact_key("train", "summary"), rows,
