@@ -118,15 +118,65 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
-@command("train", "Fit and register the champion model of every predicted series.",
+@command("train", "Fit every candidate model of each series, then evaluate, gate and publish (never an ungated swap).",
          "coin-predict train --symbols BTC/USDT --timeframes 1h --lookback 2000")
 def _train(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import run_train
 
+    failed = False
     results = run_train(settings, symbols=_csv(args.symbols), timeframes=_csv(args.timeframes), lookback=args.lookback)
-    for series, version in results.items():
-        print(f"{series:<16} {version}")
-    return _series_exit(results)
+    for series, report in results.items():
+        if isinstance(report, str):
+            print(f"{series:<16} {report}")
+            continue
+        fits = ", ".join(f"{name}: {status}" for name, status in report.fits.items())
+        gate = report.error or (f"gate {report.gate.status}: {report.gate.message}" if report.gate else "gate not run")
+        print(f"{series:<16} {fits}\n{'':<16} {gate} -> serving {report.gate.champion if report.gate else '?'}")
+        failed = failed or report.error is not None or any(v.startswith("failed") for v in report.fits.values())
+    summary = {series: r if isinstance(r, str) else "ok" for series, r in results.items()}
+    return max(_series_exit(summary), 1 if failed else 0)
+
+
+@command("score", "Score stored forecasts whose target candle closed; demote a champion that lost to naive.",
+         "coin-predict score --timeframes 1h")
+def _score(args: argparse.Namespace, settings: Settings) -> int:
+    from .pipeline import run_score
+
+    for series, status in run_score(settings, now_ms=_now_ms(), symbols=_csv(args.symbols), timeframes=_csv(args.timeframes)).items():
+        print(f"{series:<16} {status}")
+    return 0
+
+
+@command("models", "List each series' champion, shadows, live track record and last gate decision.",
+         "coin-predict models --symbols BTC/USDT")
+def _models(args: argparse.Namespace, settings: Settings) -> int:
+    from .lifecycle.report import model_lines
+
+    for line in model_lines(settings.narrowed(_csv(args.symbols), _csv(args.timeframes))):
+        print(line)
+    return 0
+
+
+@command("events", "Print the model event log of a series (registered, promoted, rejected, rolled back, demoted).",
+         "coin-predict events --symbol BTC/USDT --timeframe 1h --limit 20")
+def _events(args: argparse.Namespace, settings: Settings) -> int:
+    from .lifecycle.report import event_lines
+
+    for line in event_lines(settings, args.symbol, args.timeframe, args.limit):
+        print(line)
+    return 0
+
+
+@command("rollback", "Serve a series' previous champion again (one step) and republish at once.",
+         "coin-predict rollback --symbol BTC/USDT --timeframe 1h --reason 'bad fit'")
+def _rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from .forecast.registry import rollback
+    from .pipeline import run_publish
+
+    event = rollback(settings, args.symbol, args.timeframe, actor="cli", reason=args.reason)
+    run_publish(settings, now_ms=_now_ms())
+    print(f"{args.symbol} {args.timeframe}: {event.champion_before} -> {event.champion_after} (rolled back, site republished)")
+    return 0
 
 
 @command("forecast", "Forecast every predicted series from its latest closed candle.",
@@ -244,17 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="on an unexpected error, print its traceback too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, example, _) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+        p = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text, epilog=f"example:\n  {example}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        if name in {"ingest", "train", "forecast", "cycle"}:
+        if name in {"ingest", "train", "forecast", "cycle", "score", "models", "evaluate"}:
             p.add_argument("--symbols", help="comma-separated symbols, a subset of TARGET_SYMBOLS (default: all of them)")
             p.add_argument("--timeframes", help="comma-separated timeframes, a subset of INGEST_TIMEFRAMES (default: all of them)")
         if name == "train":
             p.add_argument("--lookback", type=_positive, metavar="N",
                            help="train on the latest N candles (at least the timeframe's min samples; default: its training window)")
+        if name in {"events", "rollback"}:
+            p.add_argument("--symbol", required=True, help="e.g. BTC/USDT")
+            p.add_argument("--timeframe", default="1h", help="e.g. 1h (default 1h)")
+        if name == "events":
+            p.add_argument("--limit", type=_positive, default=50, metavar="N", help="latest N events (default 50)")
+        if name == "rollback":
+            p.add_argument("--reason", default="operator rollback", help="recorded in the event log")
         if name == "evaluate":
-            p.add_argument("--symbols", help="comma-separated symbols, a subset of TARGET_SYMBOLS (default: all of them)")
-            p.add_argument("--timeframes", help="comma-separated timeframes, a subset of INGEST_TIMEFRAMES (default: all of them)")
             p.add_argument("--origins", type=_positive, metavar="N", help="scored origins per series (default 200, at least 50)")
             p.add_argument("--workers", type=_positive, metavar="N", help="processes for the fits (default: every core; 1 = serial)")
         if name == "exchange":

@@ -147,6 +147,21 @@ class Settings(BaseSettings):
         default=0, ge=0, le=64,
         description="without DASK_ADDRESS: start a local Dask cluster of N process workers (0: in-process)",
     )
+    # Model lifecycle: promotion gate, live track record, demotion, retrain triggers
+    gate_max_mase: float = Field(default=1.0, gt=0, le=10, allow_inf_nan=False,
+                                 description="a candidate must tie or beat naive")
+    gate_coverage80_min: float = Field(default=0.75, ge=0, le=1, allow_inf_nan=False)
+    gate_coverage80_max: float = Field(default=0.85, ge=0, le=1, allow_inf_nan=False)
+    gate_min_live_points: int = Field(default=48, ge=1, le=100_000,
+                                      description="live points on common origins before they count")
+    demote_window_points: int = Field(default=168, ge=1, le=100_000, description="champion's latest live points judged")
+    demote_max_mase: float = Field(default=1.0, gt=0, le=10, allow_inf_nan=False,
+                                   description="live MASE above this over the window demotes")
+    retrain_max_age_days: float = Field(default=7.0, gt=0, le=3_650, allow_inf_nan=False,
+                                        description="champion age that triggers a retrain")
+    retrain_new_candles: int = Field(default=168, ge=1, le=1_000_000, description="new candles since the fit that trigger one")
+    retrain_drift_delta: float = Field(default=0.002, gt=0, lt=1, allow_inf_nan=False,
+                                       description="ADWIN confidence on band misses")
 
     # Publishing
     public_dir: Path = Path("public")
@@ -262,6 +277,8 @@ class Settings(BaseSettings):
             raise ConfigError(f"DATA_DIR ({self.data_dir}) must not be PUBLIC_DIR ({self.public_dir}) or inside "
                               "it: the store and the models would be published")
         self.policies  # validates overrides now, not at first use
+        if self.gate_coverage80_min > self.gate_coverage80_max:
+            raise ConfigError("GATE_COVERAGE80_MIN is above GATE_COVERAGE80_MAX")
         return self
 
     @property

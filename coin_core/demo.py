@@ -38,9 +38,11 @@ def run_demo(settings: Settings, *, serve_port: int | None = None, lookback_days
         ingest = run_ingest(demo, progress=_ProgressPrinter())
         _print_ingest(ingest)
         now_ms = int(time.time() * 1000)
-        _step("training the champion model of every series")
-        for series, version in run_train(demo).items():
-            print(f"    {series:<14} {version}")
+        _step("training every candidate model, then the promotion gate")
+        for series, report in run_train(demo).items():
+            gate = report.gate
+            print(f"    {series:<14} {', '.join(report.fits)} fitted; gate {gate.status if gate else report.error}: "
+                  f"serving {gate.champion if gate else '?'}")
         _step("forecasting from the next closed-candle boundary")
         for series, status in run_forecast(demo, now_ms=now_ms).items():
             print(f"    {series:<14} {status}")

@@ -9,20 +9,30 @@ from typing import TYPE_CHECKING, Iterable
 from pydantic import BaseModel
 
 from .config import Settings
-from .errors import DataValidationError, ModelError
+from .errors import StorageError
 from .ingest import IngestReport, Progress
 from .storage import open_store
 
 if TYPE_CHECKING:
+    from .forecast.base import ModelSpec
+    from .forecast.events import Actor
     from .forecast.training import TrainResult
+    from .lifecycle.retrain import RetrainReport
     from .publish import PublishReport
+    from .storage import CandleStore
 
-__all__ = ["CycleReport", "NO_CANDLES", "train_one", "run_train", "run_forecast", "run_publish", "run_cycle"]
+__all__ = ["CycleReport", "NO_CANDLES", "without_candles", "train_one", "run_train", "run_score", "run_forecast",
+           "run_publish", "run_cycle"]
 
 log = logging.getLogger(__name__)
 
 #: The result of a series with nothing stored: no model, no forecast and no status file for it.
 NO_CANDLES = "no candles stored: run `coin-predict ingest` first"
+
+
+def without_candles(store: "CandleStore", series: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The series that have nothing stored: asked for by name, they fail with :data:`NO_CANDLES`."""
+    return [(symbol, tf) for symbol, tf in series if store.count(symbol, tf) == 0]
 
 
 class CycleReport(BaseModel):
@@ -34,33 +44,66 @@ class CycleReport(BaseModel):
     requests: int = 0
 
 
-def train_one(settings: Settings, symbol: str, tf: str, lookback: int | None) -> "TrainResult":
-    """Fit one series with its own store connection (what a Dask worker process runs)."""
+def train_one(settings: Settings, symbol: str, tf: str, lookback: int | None, spec: "ModelSpec",
+              actor: "Actor") -> "TrainResult":
+    """Fit one candidate of a series with its own store connection (what a Dask worker runs)."""
     from .forecast.training import train_series
 
     with open_store(settings) as store:
-        return train_series(store, settings, symbol, tf, lookback=lookback)
+        return train_series(store, settings, symbol, tf, lookback=lookback, spec=spec, actor=actor)
 
 
 def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
-              lookback: int | None = None) -> dict[str, str]:
-    """Fit and register the champion spec for every series; returns series -> version or reason."""
-    from .forecast.training import train_series
+              lookback: int | None = None, actor: "Actor" = "cli",
+              now_ms: int | None = None) -> dict[str, "RetrainReport | str"]:
+    """Fit every candidate of every series, then evaluate, gate and publish: never an ungated swap.
 
-    settings = settings.narrowed(symbols, timeframes)
-    lookback = settings.check_lookback(lookback)
+    A series with no stored candle is reported as :data:`NO_CANDLES`; when no series had any,
+    nothing is fitted and the site is left as it is.
+    """
+    from .lifecycle import open_scorebook
+    from .lifecycle.retrain import retrain_series
+
+    selected = settings.narrowed(symbols, timeframes)
+    lookback = selected.check_lookback(lookback)
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    reports: dict[str, RetrainReport | str] = {}
+    try:
+        book = open_scorebook(settings)
+    except StorageError as exc:  # the gate then judges on backtests alone
+        log.warning("live scores unavailable to the gate: %s", exc)
+        book = None
+    with open_store(settings) as store:
+        try:
+            for symbol, tf in selected.predicted_series():
+                if store.count(symbol, tf) == 0:
+                    reports[f"{symbol} {tf}"] = NO_CANDLES
+                    continue
+                reports[f"{symbol} {tf}"] = retrain_series(store, settings, book, symbol, tf, lookback=lookback,
+                                                           actor=actor, now_ms=now)
+        finally:
+            if book is not None:
+                book.close()
+    if any(not isinstance(r, str) for r in reports.values()):
+        run_publish(settings, now_ms=now)
+    return reports
+
+
+def run_score(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None = None,
+              timeframes: Iterable[str] | None = None) -> dict[str, str]:
+    """Score realised candles of every series, then demote a champion whose live skill lost to naive."""
+    from .lifecycle import check_demotion, open_scorebook, score_series
+
     results: dict[str, str] = {}
     with open_store(settings) as store:
-        for symbol, tf in settings.predicted_series():
-            if store.count(symbol, tf) == 0:
-                results[f"{symbol} {tf}"] = NO_CANDLES
-                continue
-            try:
-                result = train_series(store, settings, symbol, tf, lookback=lookback)
-            except (ModelError, DataValidationError) as exc:  # one series' failure never stops the others
-                results[f"{symbol} {tf}"] = f"failed: {exc}"
-                continue
-            results[f"{symbol} {tf}"] = f"{result.status} {result.model_version or ''}".strip()
+        book = open_scorebook(settings)
+        try:
+            for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
+                report = score_series(store, settings, book, symbol, tf, now_ms=now_ms)
+                demoted = check_demotion(settings, book, symbol, tf, now_ms=now_ms)
+                results[f"{symbol} {tf}"] = f"{report.scored} point(s) scored" + (f", demoted to {demoted}" if demoted else "")
+        finally:
+            book.close()
     return results
 
 
@@ -98,6 +141,9 @@ def run_cycle(settings: Settings, *, symbols: Iterable[str] | None = None, timef
 
     began = time.monotonic()
     chosen = settings.narrowed(symbols, timeframes)  # a bad selection fails before anything is fetched
+    # Score what closed before this run and check demotion first: a demotion serves at once.
+    run_score(settings, now_ms=now_ms if now_ms is not None else int(time.time() * 1000),
+              symbols=symbols, timeframes=timeframes)
     with open_store(settings) as store:
         run = run_series(store, chosen, now_ms=now_ms, progress=progress)
         from .publish import publish_site

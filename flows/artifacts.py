@@ -9,8 +9,9 @@ from prefect.artifacts import create_table_artifact
 from coin_core.forecast.predict import PredictOutcome
 from coin_core.forecast.training import TrainResult
 from coin_core.ingest import SeriesReport
+from coin_core.lifecycle import GateOutcome
 
-__all__ = ["artifact_key", "ingest_rows", "forecast_columns", "train_row", "publish_table"]
+__all__ = ["artifact_key", "ingest_rows", "forecast_columns", "train_row", "gate_columns", "publish_table"]
 
 
 def artifact_key(*parts: str) -> str:
@@ -30,13 +31,20 @@ def forecast_columns(outcome: PredictOutcome | None, error: str | None = None) -
     return {"forecast": outcome.status, "model": outcome.model_version or "", "forecast error": outcome.error or ""}
 
 
-def train_row(symbol: str, tf: str, result: TrainResult | None, cached: bool, error: str | None) -> dict[str, Any]:
+def train_row(symbol: str, tf: str, model: str, result: TrainResult | None, cached: bool, error: str | None) -> dict[str, Any]:
     if result is None:
-        return {"series": f"{symbol} {tf}", "status": "failed", "model": "", "rows": 0,
+        return {"series": f"{symbol} {tf}", "model": model, "status": "failed", "version": "", "rows": 0,
                 "fit seconds": 0.0, "cached": False, "error": error or ""}
-    return {"series": f"{symbol} {tf}", "status": result.status, "model": result.model_version or "",
+    return {"series": f"{symbol} {tf}", "model": model, "status": result.status, "version": result.model_version or "",
             "rows": result.row_count, "fit seconds": round(result.fit_seconds, 2), "cached": cached,
             "error": error or (result.message if result.status == "insufficient_data" else "")}
+
+
+def gate_columns(outcome: GateOutcome | None, error: str | None) -> dict[str, Any]:
+    """The gate part of a train row: its verdict, what serves afterwards, and why."""
+    if outcome is None:
+        return {"gate": "failed", "serving": "", "gate reason": "", "gate error": error or ""}
+    return {"gate": outcome.status, "serving": outcome.champion or "", "gate reason": outcome.message, "gate error": ""}
 
 
 def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
+from uuid import UUID
 
-from prefect import get_run_logger
+from prefect import get_client, get_run_logger, runtime
 from prefect.states import State
 
 from coin_core.config import Settings, load_settings
 from coin_core.errors import ConfigError, StorageError
+from coin_core.forecast.events import Actor
 from coin_core.forecast.predict import short_error
 from coin_core.metrics import RunTimer
 
-__all__ = ["SeriesFailed", "flow_settings", "state_error", "fail_if_any", "recorded_run"]
+__all__ = ["SeriesFailed", "flow_settings", "state_error", "fail_if_any", "recorded_run", "flow_actor"]
 
 
 class SeriesFailed(RuntimeError):
@@ -71,3 +75,18 @@ def recorded_run(settings: Settings, flow: str) -> Iterator[RunTimer]:
             timer.record(settings.data_dir, outcome, settings.metrics_retention_days)
         except (StorageError, OSError) as exc:
             get_run_logger().warning("could not record the run's metrics: %s", exc)
+
+
+async def _auto_scheduled(run_id: str) -> bool:
+    async with get_client() as client:
+        return bool((await client.read_flow_run(UUID(run_id))).auto_scheduled)
+
+
+def flow_actor() -> Actor:
+    """Who started this run, for the model event log: its deployment's schedule, or an operator
+    (the UI, or ``prefect deployment run``) - every run a scheduler did not create."""
+    run_id = runtime.flow_run.id
+    if not run_id:
+        return "ui"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # inside the flow's event loop
+        return "schedule" if pool.submit(asyncio.run, _auto_scheduled(str(run_id))).result() else "ui"

@@ -1,4 +1,8 @@
-"""The cycle flow of one timeframe: ingest -> forecast -> publish, one causal chain in one run.
+"""The cycle flow of one timeframe: ingest -> score -> forecast -> publish, one causal chain in one run.
+
+Scoring comes right after ingest: the candles that just closed are the targets of earlier
+forecasts (champion and shadows); a champion whose live skill fell below naive is demoted
+before forecasting, so this very cycle already serves the baseline.
 
 Scheduled at each UTC boundary of its timeframe (``prefect.yaml``). Causal per series: a
 series' forecast follows its own ingest in one unit of work (series run side by side, under the
@@ -17,21 +21,40 @@ from prefect.concurrency.sync import concurrency
 from coin_core.config import Settings
 from coin_core.cycle import SeriesCycle
 from coin_core.metrics import RunTimer
-from coin_core.storage import open_store
+from coin_core.lifecycle import ScoreBook, open_scorebook
+from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, forecast_columns, ingest_rows, publish_table
 from flows.common import fail_if_any, flow_settings, recorded_run, state_error
 from flows.ingest import CYCLE_WAIT_S, failures, prepare_cycle_limit, run_units
 from flows.setup import CYCLE_LIMIT
-from flows.tasks import publish_task
+from flows.tasks import demotion_task, publish_task, score_task
 
-__all__ = ["CYCLE_WAIT_S", "forecast_failures", "cycle_flow"]
+__all__ = ["CYCLE_WAIT_S", "score_all", "forecast_failures", "cycle_flow"]
 
 
 def forecast_failures(units: list[SeriesCycle]) -> dict[str, str]:
     """A degraded forecast (the last good one is served, flagged) is a failure of its series."""
     return {f"{u.ingest.symbol} {u.ingest.timeframe} forecast": u.forecast.error or "degraded"
             for u in units if u.forecast is not None and u.forecast.status == "degraded"}
+
+
+def score_all(store: CandleStore, settings: Settings, book: ScoreBook, now_ms: int) -> dict[tuple[str, str], dict[str, object]]:
+    """Score what closed, then the demotion check, per predicted series; failures become columns.
+
+    Runs before the units forecast, so a demotion serves in this very cycle; candles this run
+    ingests are scored by the next one.
+    """
+    columns: dict[tuple[str, str], dict[str, object]] = {}
+    for symbol, tf in settings.series(predicted_only=True):
+        scored = score_task(store, settings, book, symbol, tf, now_ms, return_state=True)
+        error = state_error(scored)
+        demoted = demotion_task(settings, book, symbol, tf, now_ms, return_state=True) if error is None else None
+        error = error or (state_error(demoted) if demoted is not None else None)
+        columns[(symbol, tf)] = {"scored": 0 if error else scored.result().scored,
+                                 "demoted to": (demoted.result() or "") if demoted is not None and not error else "",
+                                 "score error": error or ""}
+    return columns
 
 
 @flow(name="cycle")
@@ -55,6 +78,8 @@ def _cycle(settings: Settings, site_settings: Settings, timeframe: str, timer: R
     run_id = runtime.flow_run.id
     prepare_cycle_limit(str(run_id) if run_id else None)
     with concurrency(CYCLE_LIMIT, occupy=1, timeout_seconds=CYCLE_WAIT_S), open_store(settings) as store:
+        with timer.step("score"), open_scorebook(settings) as book:
+            scores = score_all(store, settings, book, int(time.time() * 1000))
         with timer.step("ingest+forecast"):  # one unit per series: ingest -> gate -> forecast
             units, now_ms = run_units(store, settings, "cycle")
         with timer.step("publish"):
@@ -62,13 +87,15 @@ def _cycle(settings: Settings, site_settings: Settings, timeframe: str, timer: R
             published = publish_task(store, site_settings, now_ms or int(time.time() * 1000), return_state=True)
     publish_error = state_error(published)
     reports = [u.ingest for u in units]
-    rows = [{**row, **forecast_columns(u.forecast)} for u, row in zip(units, ingest_rows(reports))]
+    rows = [{**row, **scores.get((u.ingest.symbol, u.ingest.timeframe), {}), **forecast_columns(u.forecast)}
+            for u, row in zip(units, ingest_rows(reports))]
     site = f"site {published.result().overall}" if publish_error is None else f"publish FAILED: {publish_error}"
     publish_table(artifact_key("cycle", timeframe), rows,
                   f"Cycle {timeframe}: {sum(r.new_candles for r in reports)} new candle(s), "
                   f"{sum(1 for u in units if u.forecast)} forecast(s), {site}.")
     logger.info("cycle %s done: %s", timeframe, site)
-    failed = {**failures(reports), **forecast_failures(units)}
+    failed = {**failures(reports), **forecast_failures(units),
+              **{f"{s} {tf} scoring": str(c["score error"]) for (s, tf), c in scores.items() if c["score error"]}}
     if publish_error:
         failed["publish"] = publish_error
     fail_if_any("step(s)", failed)

@@ -26,8 +26,12 @@ from coin_core.config import Settings
 from coin_core.errors import StorageUnavailableError, TransientExchangeError
 from coin_core.exchange import ExchangeClient
 from coin_core.forecast.predict import PredictOutcome, forecast_series
-from coin_core.forecast.specs import shared_spec
+from coin_core.forecast.base import ModelSpec
+from coin_core.forecast.events import Actor, ModelEvent
+from coin_core.forecast.registry import rollback
 from coin_core.forecast.training import TrainResult, data_range, fit_cache_key
+from coin_core.lifecycle import GateOutcome, ScoreBook, ScoreReport, check_demotion, run_gate, score_series
+from coin_core.lifecycle.triggers import TriggerCheck, check_triggers
 from coin_core.pipeline import train_one
 from coin_core.clients import ClientPool
 from coin_core.cycle import SeriesCycle, cycle_series
@@ -37,7 +41,7 @@ from coin_core.storage import CandleStore
 __all__ = [
     "RETRYABLE", "MARKETS_TTL", "retry_transient", "by_cache_key", "result_exists", "cached",
     "markets_cache_key", "exchange_markets", "exchange_time_task", "series_task", "forecast_task", "publish_task",
-    "fit_key_task", "train_task",
+    "fit_key_task", "train_task", "score_task", "demotion_task", "gate_task", "triggers_task", "rollback_task",
 ]
 
 RETRYABLE: tuple[type[BaseException], ...] = (TransientExchangeError, StorageUnavailableError)
@@ -120,13 +124,41 @@ def publish_task(store: CandleStore, settings: Settings, now_ms: int) -> Publish
 
 
 @task(name="fit-cache-key", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
-      retry_condition_fn=retry_transient, task_run_name="fit key {symbol} {tf}")
-def fit_key_task(store: CandleStore, symbol: str, tf: str, lookback: int | None) -> str | None:
+      retry_condition_fn=retry_transient, task_run_name="fit key {symbol} {tf} {spec.name}")
+def fit_key_task(store: CandleStore, symbol: str, tf: str, lookback: int | None, spec: ModelSpec) -> str | None:
     """The fit's identity (series, training data range, model spec); None when there is no data."""
     rng = data_range(store, symbol, tf, lookback)
-    return None if rng is None else fit_cache_key(symbol, tf, rng.first_ts, rng.last_ts, rng.row_count, shared_spec(tf).spec_hash)
+    return None if rng is None else fit_cache_key(symbol, tf, rng.first_ts, rng.last_ts, rng.row_count, spec.spec_hash)
 
 
-@task(name="train-series", task_run_name="train {symbol} {tf}", **_KEYED)
-def train_task(settings: Settings, symbol: str, tf: str, lookback: int | None, cache_key: str | None) -> TrainResult:
-    return train_one(settings, symbol, tf, lookback)
+@task(name="train-series", task_run_name="train {symbol} {tf} {spec.name}", **_KEYED)
+def train_task(settings: Settings, symbol: str, tf: str, lookback: int | None, spec: ModelSpec, actor: Actor,
+               cache_key: str | None) -> TrainResult:
+    return train_one(settings, symbol, tf, lookback, spec, actor)
+
+
+@task(name="score-series", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      retry_condition_fn=retry_transient, task_run_name="score {symbol} {tf}")
+def score_task(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, tf: str, now_ms: int) -> ScoreReport:
+    return score_series(store, settings, book, symbol, tf, now_ms=now_ms)
+
+
+@task(name="check-demotion", task_run_name="demotion {symbol} {tf}")
+def demotion_task(settings: Settings, book: ScoreBook, symbol: str, tf: str, now_ms: int) -> str | None:
+    return check_demotion(settings, book, symbol, tf, now_ms=now_ms)
+
+
+@task(name="gate-series", task_run_name="gate {symbol} {tf}")
+def gate_task(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, tf: str, actor: Actor,
+              now_ms: int) -> GateOutcome:
+    return run_gate(store, settings, symbol, tf, actor=actor, now_ms=now_ms, book=book)
+
+
+@task(name="retrain-triggers", task_run_name="triggers {symbol} {tf}")
+def triggers_task(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, tf: str, now_ms: int) -> TriggerCheck:
+    return check_triggers(store, settings, book, symbol, tf, now_ms=now_ms)
+
+
+@task(name="rollback-series", task_run_name="rollback {symbol} {tf}")
+def rollback_task(settings: Settings, symbol: str, tf: str, actor: Actor, reason: str) -> ModelEvent:
+    return rollback(settings, symbol, tf, actor=actor, reason=reason)

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.exchange",
     "tests.fixtures.influx",
     "tests.fixtures.site",
+    "tests.fixtures.lifecycle",
 ]

@@ -77,13 +77,20 @@ def test_old_champion_forecasts_from_newest_candle(settings: Settings, forecast_
     assert stored.points["yhat"].iloc[0] == pytest.approx(candles["close"].iloc[-1])
 
 
-def test_prophet_champion_fitted_on_the_fly(settings: Settings, forecast_store: SQLiteStore) -> None:
-    """No champion yet: the shared spec (Prophet) is fitted, registered and used at once."""
+def test_fresh_series_serves_naive_at_once_and_prophet_shadows_it(settings: Settings, forecast_store: SQLiteStore) -> None:
+    """No champion yet: naive serves through the gate's bootstrap rule (nothing expensive is fitted
+    on the fly); a Prophet fit of the shared spec then forecasts the same targets in the shadow."""
+    from coin_core.forecast import train_series
+    from coin_core.forecast.specs import shared_spec
+
     latest = CASES["1d"][0]
     forecast_store.write_candles("ETH/USDT", "1d", walk_candles("1d", 150, latest, seed=3))
     outcome = forecast_series(forecast_store, settings, "ETH/USDT", "1d", now_ms=latest + 86_400_000)
     assert outcome.status == "ok", outcome.error
-    assert outcome.trained_now and outcome.model_version and outcome.model_version.startswith("prophet-")
+    assert outcome.trained_now and outcome.model_version and outcome.model_version.startswith("naive-")
     assert outcome.targets[0] == CASES["1d"][1] and len(outcome.targets) == settings.policy("1d").horizon
+    assert train_series(forecast_store, settings, "ETH/USDT", "1d", spec=shared_spec("1d")).status == "trained"
     again = forecast_series(forecast_store, settings, "ETH/USDT", "1d", now_ms=latest + 86_400_001)
-    assert not again.trained_now and again.model_version == outcome.model_version
+    assert not again.trained_now and again.model_version == outcome.model_version and again.shadows == 2
+    [prophet] = forecast_store.read_forecasts("ETH/USDT", "1d", issued_from=latest + 86_400_001, role="challenger")
+    assert prophet.model == "prophet" and [int(t) for t in prophet.points["ts"]] == list(again.targets)

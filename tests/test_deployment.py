@@ -39,6 +39,8 @@ EXPECTED = {  # deployment -> (cron, schedule active, parameters)
     "cycle-1M": ("15 0 1 * *", False, {"timeframe": "1M"}),
     "train": ("30 2 * * 1", True, {}),
     "monitor": ("*/5 * * * *", True, {}),
+    "retrain-on-trigger": ("40 * * * *", True, {"triggered_only": True}),
+    "rollback": (None, None, {"timeframe": "1h"}),
     "evaluate": ("20 3 * * *", True, {}),
     "ingest": (None, None, {}),
 }

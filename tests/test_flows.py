@@ -173,8 +173,10 @@ def test_retry_policy_is_io_only_with_whole_second_delays() -> None:
 
 
 def _train_rows(state: State) -> dict[str, dict[str, Any]]:
+    """One row per series and candidate model."""
     assert state.is_completed(), state.message
-    return _rows(state)
+    rows = _run(_artifact_rows(state.state_details.flow_run_id))
+    return {f"{row['series']} {row['model']}": row for row in rows}
 
 
 @pytest.mark.slow
@@ -183,11 +185,12 @@ def test_train_reuses_cached_fit_and_recomputes_a_deleted_result(
 ) -> None:
     assert ingest_flow(return_state=True).is_completed()
     first = _train_rows(train_flow(return_state=True))
+    assert len(first) == 8, "two series x four candidates (naive, drift, prophet, ets)"
     assert {r["status"] for r in first.values()} == {"trained"} and not any(r["cached"] for r in first.values())
     versions = list_versions(flow_env, "BTC/USDT", "1h")
 
     second = _train_rows(train_flow(return_state=True))
-    assert all(r["cached"] and r["model"] == first[s]["model"] for s, r in second.items()), "no refit"
+    assert all(r["cached"] and r["version"] == first[s]["version"] for s, r in second.items()), "no refit"
     assert list_versions(flow_env, "BTC/USDT", "1h") == versions
 
     results = sorted(prefect_harness.storage.glob("fit-*-1h-*"))
@@ -202,8 +205,30 @@ def test_train_reuses_cached_fit_and_recomputes_a_deleted_result(
     champion = read_pointer(flow_env, "BTC/USDT", "1h").version
     artifact_path(flow_env, "BTC/USDT", "1h", champion).write_text("{ corrupt")
     fifth = _train_rows(train_flow(return_state=True))
-    assert not fifth["BTC/USDT 1h"]["cached"] and fifth["ETH/USDT 1h"]["cached"], "a corrupt champion is refitted"
-    assert load_champion(flow_env, "BTC/USDT", "1h") is not None
+    assert not fifth["BTC/USDT 1h naive"]["cached"] and fifth["ETH/USDT 1h naive"]["cached"], "a corrupt model is refitted"
+    assert load_champion(flow_env, "BTC/USDT", "1h") is not None, "the gate healed the series with a fresh baseline"
+    assert fifth["BTC/USDT 1h naive"]["serving"] == read_pointer(flow_env, "BTC/USDT", "1h").version != champion
+
+
+def test_train_gates_every_candidate_and_publishes(flow_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However a retrain starts, it ends gated and published; nothing it fits serves ungated."""
+    assert ingest_flow(return_state=True).is_completed()
+    rows = _train_rows(train_flow(symbols=["BTC/USDT"], return_state=True))
+    assert {r["model"] for r in rows.values()} == {"naive", "drift", "prophet", "ets"}
+    assert all(r["gate"] == "insufficient_data" and r["trigger"] == "requested" for r in rows.values()), rows
+    state = read_pointer(flow_env, "BTC/USDT", "1h")
+    assert state.version.startswith("naive-"), "with too little history to evaluate, the naive baseline serves"
+    assert set(state.challengers) == {"prophet", "ets"} and set(state.baselines) == {"naive", "drift"}
+    assert (flow_env.public_dir / "index.html").is_file(), "a train run republishes"
+    from coin_core.forecast.registry import model_events
+
+    kinds = [(e.kind, e.actor) for e in model_events(flow_env, "BTC/USDT", "1h")]
+    assert kinds.count(("registered", "ui")) == 4 and kinds[-1] == ("promoted", "ui")
+    assert _train_rows(train_flow(symbols=["BTC/USDT"], triggered_only=True, return_state=True)) == {}, "no trigger fired"
+    monkeypatch.setenv("RETRAIN_MAX_AGE_DAYS", "0.000001")  # the champion is now "old"
+    triggered = _train_rows(train_flow(symbols=["BTC/USDT"], triggered_only=True, return_state=True))
+    assert {r["trigger"].split(":")[0] for r in triggered.values()} == {"age"} and len(triggered) == 4
+    assert all(r["cached"] for r in triggered.values()), "same data, same specs: nothing refitted"
 
 
 async def _set_limit(**changes: Any) -> None:
@@ -276,3 +301,29 @@ def test_a_run_whose_worker_died_is_crashed_and_its_slot_released(flow_env: Sett
             return (await client.read_flow_run(dead.id)).state
 
     assert _run(_state()).type.value == "CRASHED"
+
+
+def test_rollback_flow_serves_the_previous_champion_and_republishes(flow_env: Settings) -> None:
+    from coin_core.forecast import registry
+    from coin_core.lifecycle import decide
+    from flows import rollback_flow
+    from tests.test_lifecycle import Score
+
+    first = cycle_flow(symbols=["BTC/USDT"], return_state=True)
+    assert first.is_completed(), first.message
+    assert _rows(first)["BTC/USDT 1h"]["scored"] == 0, "the cycle scores before it forecasts"
+    found = registry.registered(flow_env, "BTC/USDT", "1h")
+    naive = next(m for m in found if m.role == "champion")
+    drift = next(m for m in found if m.metadata.spec.name == "drift")
+    registry.promote(flow_env, decide(flow_env, drift, naive, candidate_score=Score(0.9, 0.8),
+                                      champion_score=Score(1.0, 0.8), live=None, now_ms=0), actor="cli")
+    page = flow_env.public_dir / "models.html"
+    before = page.read_text()
+    state = rollback_flow(symbol="BTC/USDT", timeframe="1h", reason="looks wrong", return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result() == naive.version == read_pointer(flow_env, "BTC/USDT", "1h").version
+    event = registry.model_events(flow_env, "BTC/USDT", "1h")[-1]
+    assert (event.kind, event.actor, event.reason) == ("rolled_back", "ui", "looks wrong")
+    assert page.read_text() != before and "rolled back" in page.read_text(), "republished at once"
+    again = rollback_flow(symbol="BTC/USDT", timeframe="1h", return_state=True)
+    assert again.is_failed() and "no previous champion" in again.message

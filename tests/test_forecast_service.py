@@ -44,20 +44,24 @@ def _fill(store: SQLiteStore, n: int, tf: Timeframe = "1h", latest: int = LATEST
 
 
 # ---- registry ------------------------------------------------------------------------------
-def test_register_promote_rollback_and_prune(settings: Settings, forecast_store: SQLiteStore) -> None:
+def test_register_never_promotes_and_pruning_keeps_every_role(settings: Settings, forecast_store: SQLiteStore) -> None:
+    from coin_core.lifecycle.gate import bootstrap_decision
+
     _fill(forecast_store, 200)
     versions = []
     for k in range(5):
-        spec = ModelSpec(name="naive", params={"interval_width": 0.5 + k / 20})  # new spec: no skip
+        spec = ModelSpec(name="drift", params={"interval_width": 0.5 + k / 20})  # new spec: no skip
         versions.append(train_series(forecast_store, settings, SYM, "1h", spec=spec, now_ms=LATEST + k * 1000).model_version)
+    naive = train_series(forecast_store, settings, SYM, "1h", spec=NAIVE, now_ms=LATEST + 9_000).model_version
     assert len(set(versions)) == 5
-    assert registry.list_versions(settings, SYM, "1h") == versions[-3:]
-    pointer = registry.read_pointer(settings, SYM, "1h")
-    assert pointer is not None and (pointer.version, pointer.previous) == (versions[4], versions[3])
-    meta = registry.rollback(settings, SYM, "1h")
-    assert meta.model_version == versions[3]
+    state = registry.read_pointer(settings, SYM, "1h")
+    assert state is not None and state.version is None, "registering never makes a champion"
+    assert {n: m.model_version for n, m in state.baselines.items()} == {"drift": versions[-1], "naive": naive}
+    assert registry.list_versions(settings, SYM, "1h")[-3:] == [versions[3], versions[4], naive]
+    naive_entry = next(m for m in registry.registered(settings, SYM, "1h") if m.version == naive)
+    registry.promote(settings, bootstrap_decision(naive_entry, LATEST + 10_000), actor="cli")
     model, loaded = registry.load_champion(settings, SYM, "1h")  # type: ignore[misc]
-    assert loaded.model_version == versions[3] and model.spec == loaded.spec
+    assert loaded.model_version == naive and model.spec == NAIVE
     with pytest.raises(ModelError, match="no previous champion"):
         registry.rollback(settings, SYM, "1h")
 
@@ -77,7 +81,8 @@ def test_same_second_fits_do_not_overwrite(settings: Settings, forecast_store: S
 def test_corrupt_or_unsafe_artifacts_are_model_errors(settings: Settings, forecast_store: SQLiteStore) -> None:
     assert registry.load_champion(settings, SYM, "1h") is None
     _fill(forecast_store, 200)
-    version = train_series(forecast_store, settings, SYM, "1h", spec=NAIVE, now_ms=LATEST).model_version
+    forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 3_600_000)  # bootstraps: naive serves
+    version = registry.read_pointer(settings, SYM, "1h").version
     path = registry.artifact_path(settings, SYM, "1h", version)
     assert path.parent == settings.data_dir / "models" / "BTC-USDT" / "1h"
     path.write_text('{"format": "coin-predict-model", "schema_vers', "utf-8")
@@ -87,7 +92,7 @@ def test_corrupt_or_unsafe_artifacts_are_model_errors(settings: Settings, foreca
     with pytest.raises(ModelError, match="missing"):
         registry.load_champion(settings, SYM, "1h")
     (path.parent / "champion.json").write_text("[]", "utf-8")
-    with pytest.raises(ModelError, match="pointer"):
+    with pytest.raises(ModelError, match="champion.json"):
         registry.load_champion(settings, SYM, "1h")
     with pytest.raises(ModelError, match="invalid model version"):
         registry.artifact_path(settings, SYM, "1h", "../../etc/passwd")
@@ -162,7 +167,6 @@ def test_insufficient_data_is_recorded(settings: Settings, forecast_store: SQLit
 
 def test_degraded_keeps_last_good_forecast(settings: Settings, forecast_store: SQLiteStore) -> None:
     _fill(forecast_store, 300)
-    train_series(forecast_store, settings, SYM, "1h", spec=NAIVE, now_ms=LATEST)
     ok_at = LATEST + 3_600_000
     ok = forecast_series(forecast_store, settings, SYM, "1h", now_ms=ok_at)
     assert ok.status == "ok"
@@ -183,16 +187,27 @@ def test_degraded_keeps_last_good_forecast(settings: Settings, forecast_store: S
     assert health.last_error and "\n" not in health.last_error and len(health.last_error) <= 200
 
 
-def test_failing_on_the_fly_fit_degrades(settings: Settings, forecast_store: SQLiteStore) -> None:
+def test_fresh_series_bootstraps_naive_without_fitting_prophet(settings: Settings, forecast_store: SQLiteStore) -> None:
     _fill(forecast_store, 200)
-    outcome = forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 3_600_000, spec=BROKEN)
-    assert outcome.status == "degraded" and "fit failed" in (outcome.error or "")
-    assert forecast_store.latest_forecast(SYM, "1h") is None
-    health = read_prediction_health(settings.data_dir, SYM, "1h")
-    assert health is not None and health.status == "degraded"
-    # the next series of the same cycle is unaffected
-    forecast_store.write_candles("ETH/USDT", "1h", walk_candles("1h", 200, LATEST, seed=2))
-    assert forecast_series(forecast_store, settings, "ETH/USDT", "1h", now_ms=LATEST + 3_600_000).status == "ok"
+    outcome = forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 3_600_000)
+    assert (outcome.status, outcome.trained_now, outcome.shadows) == ("ok", True, 1)  # drift shadows naive
+    assert outcome.model_version and outcome.model_version.startswith("naive-")
+    assert {v.split("-")[0] for v in registry.list_versions(settings, SYM, "1h")} == {"naive", "drift"}
+    [event] = [e for e in registry.model_events(settings, SYM, "1h") if e.kind == "promoted"]
+    assert event.metrics["bootstrap"] is True and "baseline serves" in event.reason
+    runs = forecast_store.read_forecasts(SYM, "1h")
+    assert [(f.role, f.model) for f in runs] == [("champion", "naive"), ("baseline", "drift")]
+    assert forecast_store.latest_forecast(SYM, "1h").model == "naive"
+
+
+def test_a_failing_shadow_never_degrades_the_series(settings: Settings, forecast_store: SQLiteStore) -> None:
+    _fill(forecast_store, 200)
+    forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 3_600_000)
+    drift = registry.read_pointer(settings, SYM, "1h").baselines["drift"].model_version
+    registry.artifact_path(settings, SYM, "1h", drift).write_text("{ corrupt")
+    outcome = forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 7_200_000)
+    assert outcome.status == "ok" and outcome.shadows == 0 and drift in outcome.shadow_errors[0]
+    assert read_prediction_health(settings.data_dir, SYM, "1h").status == "ok"
 
 
 def test_artifact_metadata_is_complete(settings: Settings, forecast_store: SQLiteStore) -> None:
@@ -207,8 +222,6 @@ def test_artifact_metadata_is_complete(settings: Settings, forecast_store: SQLit
 
 
 def test_forecast_runs_older_than_the_retention_are_pruned(settings: Settings, forecast_store: SQLiteStore) -> None:
-    import sqlite3
-
     _fill(forecast_store, 200)
     settings = settings.model_copy(update={"forecast_retention_days": 2})
     day = 86_400_000
@@ -216,8 +229,9 @@ def test_forecast_runs_older_than_the_retention_are_pruned(settings: Settings, f
         old = forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 3_600_000 - k * day)
         assert old.status == "ok"
     forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 3_600_000)
-    with sqlite3.connect(forecast_store.path) as conn:
-        issued = [r[0] for r in conn.execute("SELECT issued_at FROM forecasts ORDER BY issued_at")]
+    runs = forecast_store.read_forecasts(SYM, "1h")
+    assert {f.role for f in runs} == {"champion", "baseline"}, "shadow runs are pruned with the champion's"
+    issued = sorted({f.issued_at for f in runs})
     assert issued == [LATEST + 3_600_000 - day, LATEST + 3_600_000]
 
 
@@ -225,7 +239,8 @@ def test_champion_summary_reads_only_the_pointer(settings: Settings, forecast_st
     from coin_core.forecast.registry import artifact_path, champion_metadata, champion_summary
 
     _fill(forecast_store, 200)
-    version = train_series(forecast_store, settings, SYM, "1h", spec=NAIVE, now_ms=LATEST).model_version
+    forecast_series(forecast_store, settings, SYM, "1h", now_ms=LATEST + 3_600_000)
+    version = registry.read_pointer(settings, SYM, "1h").version
     artifact_path(settings, SYM, "1h", version).write_text("{ corrupt")
     summary = champion_summary(settings, SYM, "1h")
     assert summary is not None and summary.model_version == version and summary.row_count == 200

@@ -71,8 +71,11 @@ def test_train_on_a_full_disk_fails_each_series_with_one_line(full_cfg: Settings
     caplog.set_level(logging.WARNING)
     results = run_train(full_cfg, lookback=200)
     assert list(results) == [f"{s} 1h" for s in SERIES]
-    for text in results.values():
-        assert text.startswith("failed: cannot write") and "No space left on device" in text and "\n" not in text
+    for report in results.values():  # every candidate's fit, then the gate: one clean line each
+        texts = [*report.fits.values(), report.error or ""]
+        assert len(report.fits) == 4 and report.gate is None
+        assert all(t.startswith(("failed: cannot write", "gate failed: cannot write")) for t in texts), texts
+        assert all("No space left on device" in t and "\n" not in t for t in texts)
     no_traceback(caplog)
 
 

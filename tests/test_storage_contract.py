@@ -12,6 +12,7 @@ from coin_core import timeframes as tfs
 from coin_core.candles import COLUMNS
 from coin_core.errors import DataValidationError, StorageBudgetExceeded
 from coin_core.storage import CandleStore, Forecast
+from coin_core.storage.base import BAND50_COLUMNS, FORECAST_COLUMNS
 from coin_core.storage.sqlite import SQLiteStore
 
 T0 = 1_672_531_200_000  # 2023-01-01 00:00 UTC, aligned to every timeframe but 1w
@@ -175,12 +176,17 @@ def test_known_gaps_round_trip(store: CandleStore) -> None:
         store.add_known_gap("BTC/USDT", "1h", T0 + HOUR, T0)
 
 
-def _forecast(issued_at: int, version: str, seed: int, symbol: str = "BTC/USDT") -> Forecast:
+def _forecast(issued_at: int, version: str, seed: int, symbol: str = "BTC/USDT", role: str = "champion",
+              band50: bool = False) -> Forecast:
     rng = np.random.default_rng(seed)
     yhat = 20_000 + rng.normal(0, 50, 24)
     points = pd.DataFrame({"ts": np.arange(24, dtype="int64") * HOUR + T0 + 48 * HOUR, "yhat": yhat,
                            "yhat_lower": yhat - rng.random(24) * 30, "yhat_upper": yhat + rng.random(24) * 30})
-    return Forecast(symbol, "1h", issued_at, version, T0 + 47 * HOUR, points)
+    if band50:
+        points["yhat_lower_50"] = yhat - rng.random(24) * 10
+        points["yhat_upper_50"] = yhat + rng.random(24) * 10
+        points.loc[3, ["yhat_lower_50", "yhat_upper_50"]] = np.nan  # nullable per point
+    return Forecast(symbol, "1h", issued_at, version, T0 + 47 * HOUR, points, role)  # type: ignore[arg-type]
 
 
 def test_forecast_round_trip_latest_wins(store: CandleStore) -> None:
@@ -191,12 +197,40 @@ def test_forecast_round_trip_latest_wins(store: CandleStore) -> None:
     store.write_forecast(_forecast(T0 + 50 * HOUR, "naive", 3, symbol="ETH/USDT"))
     got = store.latest_forecast("BTC/USDT", "1h")
     assert got is not None
-    assert (got.symbol, got.timeframe, got.issued_at, got.model_version, got.input_last_ts) == (
-        "BTC/USDT", "1h", newer.issued_at, "prophet-v2", newer.input_last_ts)
-    pd.testing.assert_frame_equal(got.points, newer.points)
+    assert (got.symbol, got.timeframe, got.issued_at, got.model_version, got.input_last_ts, got.role, got.model) == (
+        "BTC/USDT", "1h", newer.issued_at, "prophet-v2", newer.input_last_ts, "champion", "prophet")
+    pd.testing.assert_frame_equal(got.points[list(FORECAST_COLUMNS)], newer.points)
+    assert got.points[list(BAND50_COLUMNS)].isna().all().all(), "no 50 % band written: nulls, not zeros"
     assert store.latest_forecast("BTC/USDT", "1d") is None
     with pytest.raises(DataValidationError, match="yhat_upper"):
         store.write_forecast(Forecast("BTC/USDT", "1h", T0, "x", T0, newer.points.drop(columns="yhat_upper")))
+
+
+def test_shadow_runs_of_one_snapshot_are_kept_apart_and_never_served(store: CandleStore) -> None:
+    issued = T0 + 48 * HOUR + 60_000
+    champion = _forecast(issued, "prophet-aaaaaaaa-20230103000000", 1, band50=True)
+    challenger = _forecast(issued, "prophet-bbbbbbbb-20230103000000", 2, role="challenger", band50=True)
+    naive = _forecast(issued, "naive-cccccccc-20230103000000", 3, role="baseline")
+    drift = _forecast(issued + HOUR, "drift-dddddddd-20230103000000", 4, role="baseline")
+    for run in (champion, challenger, naive, drift):
+        store.write_forecast(run)
+    served = store.latest_forecast("BTC/USDT", "1h")
+    assert served is not None and served.model_version == champion.model_version, "a later shadow is not served"
+    pd.testing.assert_frame_equal(served.points, champion.points)  # the 50 % band round-trips, NaN included
+    assert store.latest_forecast("BTC/USDT", "1h", role="baseline").model == "drift"
+    every = store.read_forecasts("BTC/USDT", "1h")
+    assert [(f.issued_at, f.role, f.model) for f in every] == [
+        (issued, "champion", "prophet"), (issued, "challenger", "prophet"), (issued, "baseline", "naive"),
+        (issued + HOUR, "baseline", "drift")]
+    assert [f.model for f in store.read_forecasts("BTC/USDT", "1h", issued_from=issued + 1)] == ["drift"]
+    assert [f.role for f in store.read_forecasts("BTC/USDT", "1h", issued_to=issued, role="challenger")] == ["challenger"]
+    store.write_forecast(_forecast(issued, "prophet-eeeeeeee-20230103000000", 5, role="challenger"))  # same slot: replaced
+    assert [f.model_version for f in store.read_forecasts("BTC/USDT", "1h", role="challenger")] == [
+        "prophet-eeeeeeee-20230103000000"]
+    with pytest.raises(DataValidationError, match="role"):
+        store.write_forecast(_forecast(issued, "naive", 6, role="served"))
+    store.prune_forecasts("BTC/USDT", "1h", issued_before=issued + 1)
+    assert [f.model for f in store.read_forecasts("BTC/USDT", "1h")] == ["drift"], "pruning covers every role"
 
 
 def test_prune_forecasts_drops_only_older_runs_of_one_series(store: CandleStore) -> None:
@@ -266,3 +300,23 @@ def test_extreme_values_round_trip_exactly(store: CandleStore) -> None:
     with pytest.raises(DataValidationError, match="price above"):
         store.write_candles("SHIB/USDT", "1d", beyond)
     pd.testing.assert_frame_equal(store.read_candles("SHIB/USDT", "1d"), frame, check_exact=True)
+
+
+def test_sqlite_store_migrates_forecasts_written_before_roles(tmp_path) -> None:
+    import json
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:  # the layout of a store written before forecast roles
+        conn.execute("CREATE TABLE forecasts (symbol TEXT NOT NULL, timeframe TEXT NOT NULL, issued_at INTEGER NOT NULL, "
+                     "model_version TEXT NOT NULL, input_last_ts INTEGER NOT NULL, points TEXT NOT NULL, "
+                     "PRIMARY KEY (symbol, timeframe, issued_at))")
+        points = {"ts": [T0 + HOUR], "yhat": [1.5], "yhat_lower": [1.0], "yhat_upper": [2.0]}
+        conn.execute("INSERT INTO forecasts VALUES (?,?,?,?,?,?)",
+                     ("BTC/USDT", "1h", T0 + 60_000, "prophet-1a2b3c4d-20230101000000", T0, json.dumps(points)))
+    store = SQLiteStore(path)
+    got = store.latest_forecast("BTC/USDT", "1h")
+    assert got is not None and (got.role, got.model, got.issued_at) == ("champion", "prophet", T0 + 60_000)
+    assert float(got.points["yhat"].iloc[0]) == 1.5 and got.points["yhat_lower_50"].isna().all()
+    store.close()
+    assert SQLiteStore(path).latest_forecast("BTC/USDT", "1h").issued_at == T0 + 60_000, "migration runs once"

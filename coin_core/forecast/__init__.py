@@ -11,7 +11,7 @@ from .models import MODELS, make_model
 from .naive import NaiveModel
 from .predict import PredictOutcome, forecast_series, target_times
 from .prophet_model import ProphetModel
-from .registry import ChampionPointer, champion_metadata, list_versions, load_champion, promote_version, register, rollback
+from .registry import ChampionPointer, champion_metadata, list_versions, load_champion, promote, register, rollback
 from .specs import DEFAULT_SPECS, default_lookback, shared_spec
 from .training import TrainResult, fit_cache_key, train_series
 
@@ -19,7 +19,7 @@ __all__ = [
     "Model", "ModelMetadata", "ModelSpec", "read_artifact",
     "NaiveModel", "DriftModel", "ProphetModel", "MODELS", "make_model",
     "DEFAULT_SPECS", "shared_spec", "default_lookback",
-    "ChampionPointer", "register", "promote_version", "rollback", "load_champion", "champion_metadata", "list_versions",
+    "ChampionPointer", "register", "promote", "rollback", "load_champion", "champion_metadata", "list_versions",
     "TrainResult", "train_series", "fit_cache_key",
     "PredictOutcome", "forecast_series", "target_times",
 ]

@@ -1,9 +1,14 @@
-"""Issue the forecast of one series from its champion, never letting one failure stop a cycle.
+"""Issue the forecast of one series from its champion and its shadows, never letting one failure
+stop a cycle.
 
 * Targets are the next ``horizon`` candle open times after the latest *stored closed* candle
   (``timeframes.add(latest, tf, k)``), never "now".
-* No champion yet: one is fitted on the fly with the timeframe's shared spec (and the default
-  training lookback) and registered, so a fresh install serves forecasts on its first cycle.
+* Shadow inference: every registered challenger and both baselines forecast the same targets from
+  the same snapshot; they are stored with their role and never served. A shadow's failure is
+  logged and counted, never a degraded series.
+* No champion yet: the baselines (naive, drift: instant fits) are registered and naive serves
+  through the promotion gate's bootstrap rule, so a fresh install serves on its first cycle
+  without fitting anything expensive; a candidate replaces it once the gate passes one.
 * A champion fitted before the latest candle still forecasts the new targets: the model is given
   the recent tail (``recent=``); naive/drift re-anchor on the latest close, Prophet's fitted
   trend is evaluated at the target times.
@@ -21,18 +26,21 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import Settings
-from ..errors import ModelError, StorageError
+from ..errors import DataValidationError, LockError, ModelError, StorageError
 from ..health import PredictionHealth, read_prediction_health, write_prediction_health
 from ..storage.base import CandleStore, Forecast
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, add, parse_timeframe
 from . import registry
 from .bands import VOL_ROWS, serve_bands
-from .base import Model, ModelMetadata, ModelSpec
+from .base import Model, ModelSpec
+from .decision import bootstrap_decision
+from .events import Actor
+from .registry import RegisteredModel
 from .specs import default_lookback
 from .training import require_trained, train_series
 
-__all__ = ["RECENT_ROWS", "PredictOutcome", "forecast_series", "target_times", "short_error"]
+__all__ = ["RECENT_ROWS", "PredictOutcome", "forecast_series", "target_times", "short_error", "ensure_champion"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,8 @@ class PredictOutcome:
     targets: tuple[int, ...] = field(default_factory=tuple)
     trained_now: bool = False
     error: str | None = None
+    shadows: int = 0
+    shadow_errors: tuple[str, ...] = ()
 
 
 def target_times(latest_ts: int, tf: Timeframe, horizon: int) -> list[int]:
@@ -64,17 +74,47 @@ def short_error(exc: BaseException, limit: int = 200) -> str:
     return line[:limit]
 
 
-def _champion(
-    store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int, spec: ModelSpec | None
-) -> tuple[Model, ModelMetadata, bool]:
-    found = registry.load_champion(settings, symbol, tf)
-    if found is not None:
-        return found[0], found[1], False
-    require_trained(train_series(store, settings, symbol, tf, lookback=default_lookback(tf), spec=spec, now_ms=now_ms))
-    found = registry.load_champion(settings, symbol, tf)
-    if found is None:
-        raise ModelError("training registered no champion")
-    return found[0], found[1], True
+def ensure_champion(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int, *,
+                    heal: bool = False, actor: Actor = "schedule") -> bool:
+    """Bootstrap a series that has no champion: register the baselines, naive serves. True if done here.
+
+    First finishes any champion change a killed run left half-done (``registry.settle``).
+    ``heal`` (the train flow) also replaces a champion whose artifact cannot be read; a cycle
+    instead keeps the last good forecast and reports ``degraded``.
+    """
+    try:
+        registry.settle(settings, symbol, tf)
+    except DataValidationError as exc:  # a damaged event log blocks model changes, not serving
+        log.error("%s %s: %s", symbol, tf, exc)
+    found = registry.registered(settings, symbol, tf, intact=heal)
+    champion = next((m for m in found if m.role == "champion"), None)
+    if champion is not None:
+        return False
+    broken = registry.read_pointer(settings, symbol, tf)
+    present = {m.metadata.spec.name for m in found if m.role == "baseline"}
+    for name in registry.BASELINES:
+        if name not in present:
+            require_trained(train_series(store, settings, symbol, tf, lookback=default_lookback(tf),
+                                         spec=ModelSpec(name=name), now_ms=now_ms, actor=actor))
+    naive = next(m for m in registry.registered(settings, symbol, tf, intact=heal)
+                 if m.role == "baseline" and m.metadata.spec.name == "naive")
+    decision = bootstrap_decision(naive, now_ms, replacing=broken.version if broken else None)
+    try:
+        registry.promote(settings, decision, actor=actor, now_ms=now_ms)
+    except LockError:
+        log.info("%s %s: a concurrent run bootstrapped the champion", symbol, tf)
+    return True
+
+
+def _models(settings: Settings, symbol: str, tf: Timeframe) -> list[tuple[RegisteredModel, Model | None, str | None]]:
+    """Every registered model, champion first, loaded (or with the reason it cannot be)."""
+    loaded: list[tuple[RegisteredModel, Model | None, str | None]] = []
+    for entry in registry.registered(settings, symbol, tf):
+        try:
+            loaded.append((entry, registry.load_version(settings, symbol, tf, entry.version)[0], None))
+        except ModelError as exc:
+            loaded.append((entry, None, short_error(exc)))
+    return loaded
 
 
 def _health(settings: Settings, symbol: str, tf: Timeframe, health: PredictionHealth) -> None:
@@ -83,12 +123,9 @@ def _health(settings: Settings, symbol: str, tf: Timeframe, health: PredictionHe
 
 def forecast_series(
     store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, *,
-    now_ms: int | None = None, spec: ModelSpec | None = None,
+    now_ms: int | None = None,
 ) -> PredictOutcome:
-    """Forecast one series and store it; returns what happened instead of raising.
-
-    ``spec`` is only used when the series has no champion yet (default: the shared spec).
-    """
+    """Forecast one series with its champion and shadows and store them; never raises."""
     symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     policy = settings.policy(tf)
@@ -103,14 +140,19 @@ def forecast_series(
         return PredictOutcome(symbol, tf, "insufficient_data", error=msg)
     version: str | None = None
     try:
-        model, meta, trained = _champion(store, settings, symbol, tf, now_ms, spec)
-        version = meta.model_version
+        trained = ensure_champion(store, settings, symbol, tf, now_ms)
+        models = _models(settings, symbol, tf)
+        champion, model, problem = models[0]
+        version = champion.version
+        if model is None or champion.role != "champion":
+            raise ModelError(problem or "no champion registered")
         history = store.tail(symbol, tf, max(RECENT_ROWS, VOL_ROWS))[["ts", "close"]].rename(columns={"close": "y"})
         recent = history.tail(RECENT_ROWS).reset_index(drop=True)
         latest = int(recent["ts"].iloc[-1])
         targets = target_times(latest, tf, policy.horizon)
-        points = serve_bands(settings, symbol, tf, model.name, model.predict(targets, recent=recent), history["y"].to_numpy())
-        store.write_forecast(Forecast(symbol, tf, now_ms, version, latest, points))
+        closes = history["y"].to_numpy()
+        points = serve_bands(settings, symbol, tf, model.name, model.predict(targets, recent=recent), closes)
+        store.write_forecast(Forecast(symbol, tf, now_ms, version, latest, points, "champion", champion.metadata.spec.name))
     except Exception as exc:  # noqa: BLE001 - the cycle must go on for the other series
         error = short_error(exc)
         log.warning("prediction of %s %s degraded (last good kept): %s", symbol, tf, error)
@@ -118,8 +160,29 @@ def forecast_series(
             status="degraded", updated_at=now_ms, last_success_at=last_ok, last_error=error, model_version=version))
         return PredictOutcome(symbol, tf, "degraded", version, error=error)
     _health(settings, symbol, tf, PredictionHealth(status="ok", updated_at=now_ms, last_success_at=now_ms, model_version=version))
+    errors = _shadows(store, settings, symbol, tf, models[1:], (now_ms, latest, targets, recent, closes))
     _prune(store, settings, symbol, tf, now_ms)
-    return PredictOutcome(symbol, tf, "ok", version, latest, tuple(targets), trained)
+    return PredictOutcome(symbol, tf, "ok", version, latest, tuple(targets), trained, None,
+                          len(models) - 1 - len(errors), tuple(errors))
+
+
+def _shadows(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe,
+             models: list[tuple[RegisteredModel, Model | None, str | None]], snapshot: tuple) -> list[str]:
+    """Forecast with every shadow from the champion's snapshot (same targets, same closes, bands
+    from the same layer); failures are returned, not raised."""
+    now_ms, latest, targets, recent, closes = snapshot
+    errors: list[str] = []
+    for entry, model, problem in models:
+        try:
+            if model is None:
+                raise ModelError(problem or "unloadable")
+            points = serve_bands(settings, symbol, tf, model.name, model.predict(targets, recent=recent), closes)
+            store.write_forecast(Forecast(symbol, tf, now_ms, entry.version, latest, points, entry.role,
+                                          entry.metadata.spec.name))
+        except Exception as exc:  # noqa: BLE001 - a shadow never degrades the served forecast
+            errors.append(f"{entry.version}: {short_error(exc)}")
+            log.warning("shadow %s of %s %s failed: %s", entry.version, symbol, tf, errors[-1])
+    return errors
 
 
 def _prune(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> None:

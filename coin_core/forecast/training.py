@@ -2,8 +2,10 @@
 
 The store is read in pages (``iter_candles(chunk_size=...)``) keeping only ``ts`` and ``close``,
 so a fit's memory is bounded by one page of full candles plus two numeric columns, whatever the
-history length. A fit whose inputs (spec + data range) match the champion's is skipped: a
-retried or re-triggered train run does not refit what is already fitted.
+history length. A fit whose inputs (spec + data range) match a registered model's (champion,
+challenger or baseline) is skipped: a retried or re-triggered train run does not refit what is
+already fitted. A fit is registered as a challenger (a baseline for naive/drift): it serves only
+once the promotion gate passes it (``coin_core.lifecycle``).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from ..symbols import parse_symbol, slug
 from ..timeframes import Timeframe, add, parse_timeframe
 from . import registry
 from .base import ModelMetadata, ModelSpec, library_versions
+from .events import Actor
 from .models import make_model
 from .specs import shared_spec, version_for
 
 __all__ = [
     "TRAIN_CHUNK", "TrainResult", "DataRange", "train_series", "fit_cache_key", "data_range", "read_history",
-    "require_trained", "champion_fit_key",
+    "require_trained", "registered_fit_keys",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,19 +63,18 @@ class TrainResult:
     message: str = ""
 
 
-def champion_fit_key(settings: Settings, symbol: str, tf: Timeframe) -> str | None:
-    """The :func:`fit_cache_key` of the serving champion; None when it is missing or unreadable.
+def registered_fit_keys(settings: Settings, symbol: str, tf: Timeframe) -> set[str]:
+    """The :func:`fit_cache_key` of every registered model (champion, challengers, baselines).
 
-    An orchestrator's cached fit is only worth reusing while it is still what serves: after a
-    rollback, a deleted or a corrupt artifact, this no longer matches and the fit must re-run.
+    An orchestrator's cached fit is only worth reusing while its model is still registered:
+    after a prune, a deleted or a corrupt state, the key is gone and the fit must re-run.
     """
     try:
-        meta = registry.champion_metadata(settings, symbol, tf)
+        found = registry.registered(settings, symbol, tf, intact=True)
     except ModelError:
-        return None
-    if meta is None:
-        return None
-    return fit_cache_key(symbol, tf, meta.first_ts, meta.last_ts, meta.row_count, meta.spec.spec_hash)
+        return set()
+    return {fit_cache_key(symbol, tf, m.metadata.first_ts, m.metadata.last_ts, m.metadata.row_count,
+                          m.metadata.spec.spec_hash) for m in found}
 
 
 def fit_cache_key(symbol: str, tf: Timeframe, first_ts: int, last_ts: int, row_count: int, spec_hash: str) -> str:
@@ -114,23 +116,28 @@ def read_history(store: CandleStore, symbol: str, tf: Timeframe, rng: DataRange,
 
 def _already_fitted(settings: Settings, symbol: str, tf: Timeframe, spec: ModelSpec, rng: DataRange) -> ModelMetadata | None:
     try:
-        meta = registry.champion_metadata(settings, symbol, tf)
+        found = registry.registered(settings, symbol, tf, intact=True)
     except ModelError as exc:
-        log.warning("champion of %s %s unreadable, refitting: %s", symbol, tf, exc)
+        log.warning("registry of %s %s unreadable, refitting: %s", symbol, tf, exc)
         return None
-    if meta and meta.spec.spec_hash == spec.spec_hash and (meta.first_ts, meta.last_ts, meta.row_count) == (
-        rng.first_ts, rng.last_ts, rng.row_count
-    ):
-        return meta
+    for entry in found:
+        meta = entry.metadata
+        if meta.spec.spec_hash == spec.spec_hash and (meta.first_ts, meta.last_ts, meta.row_count) == (
+            rng.first_ts, rng.last_ts, rng.row_count
+        ):
+            return meta
     return None
 
 
 def train_series(
     store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, *,
     lookback: int | None = None, spec: ModelSpec | None = None, now_ms: int | None = None,
-    chunk_size: int = TRAIN_CHUNK, promote: bool = True,
+    chunk_size: int = TRAIN_CHUNK, actor: Actor = "schedule",
 ) -> TrainResult:
     """Fit ``spec`` (default: the timeframe's shared spec) on the series and register it.
+
+    The fit is registered as a challenger (naive/drift: as a baseline); it never becomes
+    champion here (see ``coin_core.lifecycle.run_gate``).
 
     ``lookback`` limits the fit to the last N candle slots (None = the whole stored history).
     Raises ModelError when the fit itself fails; data shortfalls are a result, not an error.
@@ -149,7 +156,7 @@ def train_series(
     existing = _already_fitted(settings, symbol, tf, spec, rng)
     if existing is not None:
         return TrainResult(symbol, tf, "skipped", existing.model_version, existing, rows, cache_key=key,
-                           message="champion already fitted on this data with this spec")
+                           message="a registered model is already fitted on this data with this spec")
     history = read_history(store, symbol, tf, rng, chunk_size)
     started = time.perf_counter()
     model = make_model(spec).fit(history)
@@ -160,7 +167,8 @@ def train_series(
         timeframe=tf, first_ts=int(history["ts"].iloc[0]), last_ts=int(history["ts"].iloc[-1]),
         row_count=len(history), libraries=library_versions(),
     )
-    meta = registry.register(settings, symbol, tf, model, meta, promote=promote, now_ms=trained_at)
+    role = "baseline" if spec.name in registry.BASELINES else "challenger"
+    meta = registry.register(settings, symbol, tf, model, meta, role=role, actor=actor, now_ms=trained_at)
     log.info("trained %s %s: %s on %d candles in %.2fs", symbol, tf, meta.model_version, len(history), fit_s)
     return TrainResult(symbol, tf, "trained", meta.model_version, meta, len(history), fit_s, key)
 

@@ -25,13 +25,15 @@ from .models import (
     RuntimeWindow,
     StorageInfo,
     StoreInfo,
+    TrackRecordFile,
     schema_name,
 )
 
-__all__ = ["history_file", "prediction_file", "manifest_file", "status_file", "overall", "schema_files", "to_bytes"]
+__all__ = ["history_file", "prediction_file", "manifest_file", "status_file", "track_record_file", "overall",
+           "schema_files", "to_bytes"]
 
 
-def to_bytes(model: HistoryFile | PredictionFile | ManifestFile | StatusFile) -> bytes:
+def to_bytes(model: HistoryFile | PredictionFile | ManifestFile | StatusFile | TrackRecordFile) -> bytes:
     """Deterministic compact JSON: the same state always gives the same bytes."""
     return model.model_dump_json().encode("utf-8")
 
@@ -132,6 +134,11 @@ def status_file(states: list[SeriesState], now_ms: int, picture: StatusPicture |
     ]
     extra = {} if picture is None else _operations(picture)
     return StatusFile(generated_at=now_ms, overall=status, reason=reason, counts=counts, series=series, **extra)  # type: ignore[arg-type]
+
+
+def track_record_file(states: list[SeriesState]) -> TrackRecordFile:
+    """No timestamp of its own: it changes only when a forecast is scored or a model changes."""
+    return TrackRecordFile(series=[s.track for s in states if s.track is not None])
 
 
 def schema_files() -> list[tuple[str, bytes]]:

@@ -6,9 +6,9 @@ surfaces before a single file is touched.
 
 from __future__ import annotations
 
-import re
-
+import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,10 @@ from .. import timeframes as tfs
 from ..config import Settings
 from ..candles import COLUMNS, empty_frame
 from ..freshness import Freshness, FreshnessStatus, Signal, worst
-from ..errors import ModelError
+from ..errors import CoinPredictError, ModelError
+from ..lifecycle.report import TrackRecord, track_record
+from ..lifecycle.scorebook import ScoreBook
+from ..lifecycle.scoring import open_scorebook
 from ..forecast.base import ModelMetadata
 from ..forecast.registry import champion_summary
 from ..health import IngestState, PredictionHealth
@@ -28,6 +31,8 @@ from ..storage.base import FORECAST_COLUMNS, CandleStore, Forecast
 from ..symbols import slug
 from ..timeframes import Timeframe
 from .models import ForecastPoint, HistoryFile, PredictionFile
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SeriesFiles", "SeriesState", "collect_one", "collect_series", "check_forecast", "series_files", "public_error"]
 
@@ -61,6 +66,12 @@ class SeriesState:
     health: PredictionHealth | None
     ingest: IngestState | None
     model: ModelMetadata | None = None
+    track: TrackRecord | None = None
+
+    @property
+    def quote(self) -> str:
+        """The pair's quote currency: the unit of every price of the series."""
+        return self.symbol.split("/", 1)[1] if "/" in self.symbol else ""
 
     @property
     def slug(self) -> str:
@@ -173,7 +184,7 @@ def _last_published(settings: Settings, h: SeriesHealth) -> tuple[pd.DataFrame, 
 
 
 def collect_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int,
-                health: SeriesHealth | None = None) -> SeriesState:
+                health: SeriesHealth | None = None, book: ScoreBook | None = None) -> SeriesState:
     """Publish's view of one series: its health (from the status picture) plus candles and model."""
     h = health or read_series(store, settings, symbol, tf, now_ms)
     if h.from_store:
@@ -186,7 +197,19 @@ def collect_one(store: CandleStore, settings: Settings, symbol: str, tf: Timefra
         first_ts=h.first_ts, latest_ts=h.latest_ts, forecast=forecast, history=h.history,
         prediction=h.prediction, health=_public(h.health), ingest=h.ingest,
         model=_champion(settings, h.symbol, h.timeframe) if h.policy.predicted else None,
+        track=_track(settings, book, h.symbol, h.timeframe, candles) if h.policy.predicted and book is not None else None,
     )
+
+
+def _track(settings: Settings, book: ScoreBook, symbol: str, tf: Timeframe, candles: pd.DataFrame) -> TrackRecord | None:
+    """The live track record; a damaged lifecycle file must not take the site down (scoring and
+    the CLI report it, naming the file), so it is logged and the record left out."""
+    since = int(candles["ts"].iloc[0]) if not candles.empty else None
+    try:
+        return track_record(settings, book, symbol, tf, since=since)
+    except (CoinPredictError, OSError) as exc:
+        log.error("track record of %s %s not published: %s", symbol, tf, exc)
+        return None
 
 
 def _champion(settings: Settings, symbol: str, tf: Timeframe) -> ModelMetadata | None:
@@ -205,4 +228,13 @@ def collect_series(store: CandleStore, settings: Settings, now_ms: int,
     last known times and shows what the last publish showed, as long as its freshness allows.
     """
     picture = picture or build_status(settings, now_ms=now_ms, store=store)
-    return [collect_one(store, settings, h.symbol, h.timeframe, now_ms, h) for h in picture.series]
+    try:
+        book: ScoreBook | None = open_scorebook(settings)
+    except CoinPredictError as exc:
+        log.error("live track records not published: %s", exc)
+        book = None
+    try:
+        return [collect_one(store, settings, h.symbol, h.timeframe, now_ms, h, book) for h in picture.series]
+    finally:
+        if book is not None:
+            book.close()

@@ -16,7 +16,7 @@ import math
 from ..freshness import format_age
 from ..timeframes import Timeframe, to_datetime
 
-__all__ = ["format_price", "format_change", "format_ts", "format_candle", "format_age_s", "sentence"]
+__all__ = ["format_share", "format_price", "format_change", "format_ts", "format_candle", "format_age_s", "sentence"]
 
 _TS_FORMATS: dict[str, str] = {
     "1m": "%Y-%m-%d %H:%M UTC",
@@ -75,3 +75,8 @@ def format_age_s(seconds: float | None) -> str:
 def sentence(text: str) -> str:
     """Upper-case the first letter only (``str.capitalize`` would lower-case the rest)."""
     return text[:1].upper() + text[1:]
+
+
+def format_share(value: float | None) -> str:
+    """A share (0..1) as a whole percentage; ``—`` when there is none yet."""
+    return "—" if value is None or not math.isfinite(value) else f"{value * 100:.0f} %"

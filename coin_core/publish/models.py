@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..freshness import FreshnessStatus, Signal
+from ..lifecycle.report import TrackRecord
 from ..timeframes import Timeframe
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "RuntimeWindow",
     "RuntimeFlow",
     "HeartbeatInfo",
+    "TrackRecordFile",
     "SCHEMA_MODELS",
     "schema_name",
 ]
@@ -192,11 +194,21 @@ class StatusFile(_Model):
     runtime: list[RuntimeFlow] = []
 
 
+class TrackRecordFile(_Model):
+    """``track_record.json``: per predicted series, what serves, its live record against naive,
+    its shadows, the last gate decisions and model events, and recent forecasts vs realised closes."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["track_record"] = "track_record"
+    series: list[TrackRecord]
+
+
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "history": HistoryFile,
     "prediction": PredictionFile,
     "manifest": ManifestFile,
     "status": StatusFile,
+    "track_record": TrackRecordFile,
 }
 
 

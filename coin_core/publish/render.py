@@ -19,7 +19,8 @@ from ..freshness import FreshnessStatus
 from .chart import Chart, build_chart
 from .collect import SeriesState
 from .models import StatusFile
-from .format import format_age_s, format_candle, format_change, format_price, format_ts, sentence
+from .track import build_track_chart
+from .format import format_age_s, format_candle, format_change, format_price, format_share, format_ts, sentence
 
 __all__ = ["DEFAULT_TEMPLATES_DIR", "SiteContext", "make_environment", "render_pages"]
 
@@ -60,7 +61,7 @@ def _environment(folder: str) -> Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(price=format_price, ts=format_ts, candle=format_candle, age=format_age_s, change=format_change,
-                       sentence=sentence)
+                       sentence=sentence, pct=format_share)
     return env
 
 
@@ -93,6 +94,9 @@ def render_pages(env: Environment, site: SiteContext, states: list[SeriesState],
     common = {"site": site, "series": states, "visible": visible, "hidden": hidden}
     pages.append(("status.html", _render(env, "status.html", "status.html", page="status.html", status=status, **common)))
     pages.append(("models.html", _render(env, "models.html", "models.html", page="models.html", **common)))
+    charts = {(s.symbol, s.timeframe): build_track_chart(s.track.chart, s.timeframe) for s in states if s.track is not None}
+    pages.append(("evaluation.html", _render(env, "evaluation.html", "evaluation.html", page="evaluation.html",
+                                             track_charts=charts, **common)))
     pages.append(("404.html", _render(env, "404.html", "404.html", page="404.html", **common)))
     pages.append(("index.html", _render(env, "index.html", "index.html", page="index.html", **common)))
     return pages

@@ -29,7 +29,9 @@ from ..freshness import FreshnessStatus
 from ..fsutil import safe_child
 from ..status import StatusPicture, build_status
 from ..storage.base import CandleStore
-from .artifacts import history_file, manifest_file, overall, prediction_file, schema_files, status_file, to_bytes
+from .artifacts import (
+    history_file, manifest_file, overall, prediction_file, schema_files, status_file, to_bytes, track_record_file,
+)
 from .collect import SeriesState, collect_series
 from .render import DEFAULT_TEMPLATES_DIR, SiteContext, make_environment, render_pages
 from .staging import Generation
@@ -126,6 +128,7 @@ def build_artifacts(
             files.append((state.files.prediction, to_bytes(prediction)))
     status_doc = status_file(states, now_ms, picture)
     files.append(("status.json", to_bytes(status_doc)))
+    files.append(("track_record.json", to_bytes(track_record_file(states))))
     site = SiteContext(settings.site_title, css_href, now_ms, status_doc.overall, status_doc.reason)
     files.extend(render_pages(env, site, states, status_doc))
     files.append(("manifest.json", to_bytes(manifest_file(states, settings.site_title))))

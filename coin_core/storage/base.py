@@ -9,10 +9,12 @@ below (see ``sqlite.py`` and ``influx.py``). Writes are idempotent upserts keyed
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator, Literal, get_args
 
+import numpy as np
 import pandas as pd
 
 from ..candles import COLUMNS, empty_frame, validate_candles
@@ -20,18 +22,33 @@ from ..errors import DataValidationError, StorageBudgetExceeded
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, parse_timeframe
 
-__all__ = ["CandleStore", "Forecast", "FORECAST_COLUMNS", "BUDGET_WARN_RATIO"]
+__all__ = [
+    "CandleStore", "Forecast", "FORECAST_COLUMNS", "BAND50_COLUMNS", "STORED_COLUMNS", "ROLES", "Role",
+    "BUDGET_WARN_RATIO", "points_payload", "points_frame",
+]
 
 log = logging.getLogger(__name__)
 
 FORECAST_COLUMNS = ("ts", "yhat", "yhat_lower", "yhat_upper")
+#: The 50 % band: nullable (forecasts issued before it existed, or a model without one).
+BAND50_COLUMNS = ("yhat_lower_50", "yhat_upper_50")
+STORED_COLUMNS = FORECAST_COLUMNS + BAND50_COLUMNS
+Role = Literal["champion", "challenger", "baseline"]
+#: Only ``champion`` forecasts are ever served; the others are shadows kept for scoring.
+ROLES: tuple[Role, ...] = get_args(Role)
 BUDGET_WARN_RATIO = 0.9
 MAX_CHUNK = 50_000
+_MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 @dataclass(frozen=True)
 class Forecast:
-    """One issued forecast of a series: ``points`` has :data:`FORECAST_COLUMNS`, ts = target open."""
+    """One issued forecast of a series: ``points`` has :data:`FORECAST_COLUMNS`, ts = target open.
+
+    Identity in the store: (symbol, timeframe, issued_at, role, model). ``model`` is the model's
+    name (``prophet``, ``naive``...; derived from ``model_version`` when empty); the registry
+    holds at most one version per (role, name), so shadows of one snapshot never collide.
+    """
 
     symbol: str
     timeframe: Timeframe
@@ -39,6 +56,35 @@ class Forecast:
     model_version: str
     input_last_ts: int
     points: pd.DataFrame
+    role: Role = "champion"
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.model:  # derived: a version that names no valid model (hand-written) -> "unknown"
+            name = str(self.model_version).split("-", 1)[0]
+            object.__setattr__(self, "model", name if _MODEL_NAME.fullmatch(name) else "unknown")
+
+
+def points_payload(points: pd.DataFrame) -> dict[str, list[Any]]:
+    """Points as JSON-able columns: the 50 % band is added as nulls when the model has none."""
+    frame = points.reindex(columns=list(STORED_COLUMNS)).astype({"ts": "int64"})
+    payload: dict[str, list[Any]] = {"ts": [int(t) for t in frame["ts"]]}
+    for column in STORED_COLUMNS[1:]:
+        payload[column] = [None if pd.isna(v) else float(v) for v in frame[column]]
+    return payload
+
+
+def points_frame(payload: dict[str, list[Any]]) -> pd.DataFrame:
+    """The stored JSON back as a frame with every :data:`STORED_COLUMNS` (NaN for nulls).
+
+    Built from numpy arrays directly: scoring reads a day of runs of every model each cycle.
+    """
+    n = len(payload.get("ts", []))
+    columns: dict[str, np.ndarray] = {"ts": np.asarray(payload.get("ts", []), dtype="int64")}
+    for column in STORED_COLUMNS[1:]:
+        values = payload.get(column)
+        columns[column] = np.asarray(values, dtype="float64") if values is not None else np.full(n, np.nan)
+    return pd.DataFrame(columns)
 
 
 class CandleStore(ABC):
@@ -126,10 +172,23 @@ class CandleStore(ABC):
         missing = [c for c in FORECAST_COLUMNS if c not in forecast.points.columns]
         if missing:
             raise DataValidationError(f"forecast points lack columns: {', '.join(missing)}")
+        if forecast.role not in ROLES:
+            raise DataValidationError(f"forecast role {forecast.role!r} is not one of {', '.join(ROLES)}")
+        if not _MODEL_NAME.fullmatch(forecast.model):
+            raise DataValidationError(f"invalid forecast model name {forecast.model!r}")
         self._write_forecast(forecast)
 
-    def latest_forecast(self, symbol: str, tf: Timeframe) -> Forecast | None:
-        return self._read_latest_forecast(parse_symbol(symbol), parse_timeframe(tf))
+    def latest_forecast(self, symbol: str, tf: Timeframe, role: Role = "champion") -> Forecast | None:
+        """The latest forecast of ``role``: the default, ``champion``, is the only one served."""
+        return self._read_latest_forecast(parse_symbol(symbol), parse_timeframe(tf), role)
+
+    def read_forecasts(
+        self, symbol: str, tf: Timeframe, issued_from: int | None = None, issued_to: int | None = None,
+        role: Role | None = None,
+    ) -> list[Forecast]:
+        """Every stored forecast (all roles unless ``role``) issued in the window, oldest first."""
+        found = self._read_forecasts(parse_symbol(symbol), parse_timeframe(tf), issued_from, issued_to, role)
+        return sorted(found, key=lambda f: (f.issued_at, ROLES.index(f.role), f.model))
 
     def prune_forecasts(self, symbol: str, tf: Timeframe, issued_before: int) -> None:
         """Delete forecasts issued before ``issued_before`` (ms): one per cycle adds up."""
@@ -200,7 +259,13 @@ class CandleStore(ABC):
     def _write_forecast(self, forecast: Forecast) -> None: ...
 
     @abstractmethod
-    def _read_latest_forecast(self, symbol: str, tf: Timeframe) -> Forecast | None: ...
+    def _read_latest_forecast(self, symbol: str, tf: Timeframe, role: Role) -> Forecast | None: ...
+
+    @abstractmethod
+    def _read_forecasts(
+        self, symbol: str, tf: Timeframe, start: int | None, end: int | None, role: Role | None
+    ) -> list[Forecast]:
+        """Forecasts with ``start <= issued_at <= end`` (any order)."""
 
     @abstractmethod
     def _delete_forecasts(self, symbol: str, tf: Timeframe, issued_before: int) -> None: ...

@@ -10,10 +10,13 @@ Schema, one database:
   time = candle open time. One point per (series, open time), so a rewrite overwrites: upserts
   are idempotent. Lines come from influxdb-client's DataFrame serializer, in batches.
 - ``exchange_gaps``: same tags; time = gap start, integer field ``end_ts``.
-- ``forecast_runs``: same tags; time = ``issued_at``; fields ``model_version`` (string),
-  ``input_last_ts`` (integer) and ``points`` (the whole forecast as compact JSON). One point per
-  run rather than one per forecast step, because a run must read back exactly and atomically:
-  the latest run is ``ORDER BY time DESC LIMIT 1``, never a mix of two runs' steps.
+- ``forecast_runs``: same tags plus ``role`` (champion/challenger/baseline) and ``model`` (the
+  model's name); time = ``issued_at``; fields ``model_version`` (string), ``input_last_ts``
+  (integer) and ``points`` (the whole forecast, both bands, as compact JSON). One point per run
+  and model rather than one per forecast step, because a run must read back exactly and
+  atomically: the latest champion run is ``ORDER BY time DESC LIMIT 1``, never a mix of two
+  runs' steps. Runs written before roles existed have no ``role``/``model`` tags: they read back
+  as champion runs (an absent tag compares equal to ``''`` in InfluxQL).
 
 The database is created on first use (``CREATE DATABASE`` is idempotent on 1.x; on 2.x/3.x the
 operator creates the bucket and the failure is tolerated). On 1.x it gets 52-week shard groups:
@@ -52,7 +55,7 @@ from ..errors import ConfigError, DataValidationError, StorageError, StorageUnav
 from ..redaction import redact
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, parse_timeframe
-from .base import FORECAST_COLUMNS, CandleStore, Forecast, frame_columns
+from .base import CandleStore, Forecast, Role, frame_columns, points_frame, points_payload
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -64,6 +67,7 @@ log = logging.getLogger(__name__)
 CANDLES, GAPS, FORECASTS = "candles", "exchange_gaps", "forecast_runs"
 FIELDS = COLUMNS[1:]
 _PAGE_ROWS = 10_000  # at or under 1.x's historical max-row-limit: a page is never truncated
+_FORECAST_PAGE = 1_000  # a run is a few KiB of JSON: keep one response to a few MiB
 _EST_BYTES_PER_CANDLE = 48
 _MAX_STRING_FIELD = 64 * 1024 - 1  # 1.x refuses longer string fields
 _DROPPED = re.compile(r"dropped=(\d+)")
@@ -324,13 +328,13 @@ class InfluxStore(CandleStore):
         return [(int(t), int(e)) for t, e in (series[0]["values"] if series else [])]
 
     def _write_forecast(self, forecast: Forecast) -> None:
-        points = forecast.points[list(FORECAST_COLUMNS)].astype({"ts": "int64"}).to_dict("list")
-        payload = json.dumps(points, separators=(",", ":"))
+        payload = json.dumps(points_payload(forecast.points), separators=(",", ":"), allow_nan=False)
         if len(payload.encode("utf-8")) > _MAX_STRING_FIELD:
             raise DataValidationError(
                 f"forecast of {forecast.symbol} {forecast.timeframe} is too large for InfluxDB (>64 KiB)"
             )
         point = (self._point(FORECASTS, forecast.symbol, forecast.timeframe, forecast.issued_at)
+                 .tag("role", forecast.role).tag("model", forecast.model)
                  .field("model_version", str(forecast.model_version))
                  .field("input_last_ts", int(forecast.input_last_ts)).field("points", payload))
         self._write_lines([point.to_line_protocol()], f"forecast of {forecast.symbol} {forecast.timeframe}")
@@ -338,15 +342,42 @@ class InfluxStore(CandleStore):
     def _delete_forecasts(self, symbol: str, tf: Timeframe, issued_before: int) -> None:
         self._query(f"DELETE FROM {quote_ident(FORECASTS)} WHERE {self._where(symbol, tf, None, issued_before - 1)}")
 
-    def _read_latest_forecast(self, symbol: str, tf: Timeframe) -> Forecast | None:
-        fields = ",".join(quote_ident(f) for f in ("model_version", "input_last_ts", "points"))
-        series = self._query(f"SELECT {fields} FROM {quote_ident(FORECASTS)} "
-                             f"WHERE {self._where(symbol, tf)} ORDER BY time DESC LIMIT 1")
-        if not series:
-            return None
-        issued_at, version, last_ts, points = series[0]["values"][0]
-        frame = pd.DataFrame(json.loads(points)).astype({"ts": "int64"})
-        return Forecast(symbol, tf, int(issued_at), str(version), int(last_ts), frame)
+    @staticmethod
+    def _role_clause(role: Role | None) -> str:
+        if role is None:
+            return ""
+        clause = f"{quote_ident('role')} = {quote_literal(role)}"
+        if role == "champion":  # runs stored before roles existed carry no role tag
+            clause = f"({clause} OR {quote_ident('role')} = '')"
+        return f" AND {clause}"
+
+    def _select_forecasts(self, symbol: str, tf: Timeframe, where: str, tail: str = "") -> list[Forecast]:
+        fields = ",".join(quote_ident(f) for f in ("model_version", "input_last_ts", "points", "role", "model"))
+        q = f"SELECT {fields} FROM {quote_ident(FORECASTS)} WHERE {where}"
+        rows: list[list[Any]] = []
+        if tail:
+            series = self._query(q + tail)
+            rows = series[0]["values"] if series else []
+        while not tail:  # pages by offset: runs of one snapshot share a timestamp
+            series = self._query(f"{q} ORDER BY time ASC LIMIT {_FORECAST_PAGE} OFFSET {len(rows)}")
+            page = series[0]["values"] if series else []
+            rows += page
+            if len(page) < _FORECAST_PAGE:
+                break
+        found = []
+        for issued_at, version, last_ts, points, role, model in rows:
+            found.append(Forecast(symbol, tf, int(issued_at), str(version), int(last_ts),
+                                  points_frame(json.loads(points)), role or "champion", model or ""))
+        return found
+
+    def _read_latest_forecast(self, symbol: str, tf: Timeframe, role: Role) -> Forecast | None:
+        found = self._select_forecasts(symbol, tf, self._where(symbol, tf) + self._role_clause(role),
+                                       " ORDER BY time DESC LIMIT 1")
+        return found[0] if found else None
+
+    def _read_forecasts(self, symbol: str, tf: Timeframe, start: int | None, end: int | None,
+                        role: Role | None) -> list[Forecast]:
+        return self._select_forecasts(symbol, tf, self._where(symbol, tf, start, end) + self._role_clause(role))
 
     # ---- housekeeping -------------------------------------------------------------------
     def _series(self) -> list[tuple[str, Timeframe]]:

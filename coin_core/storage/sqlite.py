@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import StorageError
 from ..timeframes import Timeframe
-from .base import FORECAST_COLUMNS, CandleStore, Forecast, frame_columns
+from .base import CandleStore, Forecast, frame_columns, points_frame, points_payload
 
 __all__ = ["SQLiteStore"]
 
@@ -32,12 +32,25 @@ CREATE TABLE IF NOT EXISTS known_gaps (
     symbol TEXT NOT NULL, timeframe TEXT NOT NULL, start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL,
     PRIMARY KEY (symbol, timeframe, start_ts)
 );
-CREATE TABLE IF NOT EXISTS forecasts (
+CREATE TABLE IF NOT EXISTS forecast_runs (
     symbol TEXT NOT NULL, timeframe TEXT NOT NULL, issued_at INTEGER NOT NULL,
+    role TEXT NOT NULL, model TEXT NOT NULL,
     model_version TEXT NOT NULL, input_last_ts INTEGER NOT NULL, points TEXT NOT NULL,
-    PRIMARY KEY (symbol, timeframe, issued_at)
-);
+    PRIMARY KEY (symbol, timeframe, issued_at, role, model)
+) WITHOUT ROWID;
 """
+
+# Stores written before forecasts had roles kept one champion run per (series, issued_at) in
+# ``forecasts``: carried over once, in the same transaction that drops the old table.
+_MIGRATE = """
+INSERT OR IGNORE INTO forecast_runs
+SELECT symbol, timeframe, issued_at, 'champion',
+       CASE WHEN instr(model_version, '-') > 0 THEN substr(model_version, 1, instr(model_version, '-') - 1)
+            ELSE model_version END,
+       model_version, input_last_ts, points FROM forecasts;
+DROP TABLE forecasts;
+"""
+_FORECAST_FIELDS = "issued_at, role, model, model_version, input_last_ts, points"
 
 
 class SQLiteStore(CandleStore):
@@ -51,8 +64,14 @@ class SQLiteStore(CandleStore):
         self._lock = threading.RLock()  # guards _open and the write path
         self._open: list[sqlite3.Connection] = []
         self._generation = 0  # bumped by close(): a thread's older connection is not reused
-        with self._conn() as conn:
+        conn = self._conn()
+        try:
             conn.executescript(_SCHEMA)
+            legacy = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='forecasts'").fetchall()
+            if legacy:
+                conn.executescript(f"BEGIN IMMEDIATE;{_MIGRATE}COMMIT;")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot prepare SQLite store {self.path.name}: {exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
         # One connection per thread (Prefect and the ingest fan-out run series in threads);
@@ -82,12 +101,12 @@ class SQLiteStore(CandleStore):
             self._exec(sql, params)
 
     @staticmethod
-    def _where(start: int | None, end: int | None) -> tuple[str, tuple]:
+    def _where(start: int | None, end: int | None, column: str = "ts") -> tuple[str, tuple]:
         clause, params = "", ()
         if start is not None:
-            clause, params = clause + " AND ts >= ?", params + (int(start),)
+            clause, params = clause + f" AND {column} >= ?", params + (int(start),)
         if end is not None:
-            clause, params = clause + " AND ts <= ?", params + (int(end),)
+            clause, params = clause + f" AND {column} <= ?", params + (int(end),)
         return clause, params
 
     def _write_candles(self, symbol: str, tf: Timeframe, frame: pd.DataFrame) -> None:
@@ -133,25 +152,34 @@ class SQLiteStore(CandleStore):
         return [(int(a), int(b)) for a, b in rows]
 
     def _write_forecast(self, forecast: Forecast) -> None:
-        points = forecast.points[list(FORECAST_COLUMNS)].astype({"ts": "int64"}).to_dict("list")
         self._write(
-            "INSERT OR REPLACE INTO forecasts VALUES (?,?,?,?,?,?)",
-            (forecast.symbol, forecast.timeframe, int(forecast.issued_at), forecast.model_version,
-             int(forecast.input_last_ts), json.dumps(points)),
+            "INSERT OR REPLACE INTO forecast_runs VALUES (?,?,?,?,?,?,?,?)",
+            (forecast.symbol, forecast.timeframe, int(forecast.issued_at), forecast.role, forecast.model,
+             forecast.model_version, int(forecast.input_last_ts),
+             json.dumps(points_payload(forecast.points), separators=(",", ":"), allow_nan=False)),
         )
 
-    def _read_latest_forecast(self, symbol, tf) -> Forecast | None:
+    @staticmethod
+    def _forecast(symbol: str, tf: Timeframe, row: tuple) -> Forecast:
+        issued_at, role, model, version, last_ts, points = row
+        return Forecast(symbol, tf, int(issued_at), version, int(last_ts), points_frame(json.loads(points)), role, model)
+
+    def _read_latest_forecast(self, symbol, tf, role) -> Forecast | None:
         rows = self._exec(
-            "SELECT issued_at, model_version, input_last_ts, points FROM forecasts "
-            "WHERE symbol=? AND timeframe=? ORDER BY issued_at DESC LIMIT 1", (symbol, tf))
-        if not rows:
-            return None
-        issued_at, version, last_ts, points = rows[0]
-        frame = pd.DataFrame(json.loads(points)).astype({"ts": "int64"})
-        return Forecast(symbol, tf, int(issued_at), version, int(last_ts), frame)
+            f"SELECT {_FORECAST_FIELDS} FROM forecast_runs WHERE symbol=? AND timeframe=? AND role=? "
+            "ORDER BY issued_at DESC LIMIT 1", (symbol, tf, role))
+        return self._forecast(symbol, tf, rows[0]) if rows else None
+
+    def _read_forecasts(self, symbol, tf, start, end, role) -> list[Forecast]:
+        clause, params = self._where(start, end, "issued_at")
+        if role is not None:
+            clause, params = clause + " AND role = ?", params + (role,)
+        rows = self._exec(f"SELECT {_FORECAST_FIELDS} FROM forecast_runs WHERE symbol=? AND timeframe=?{clause}",
+                          (symbol, tf) + params)
+        return [self._forecast(symbol, tf, row) for row in rows]
 
     def _delete_forecasts(self, symbol, tf, issued_before) -> None:
-        self._write("DELETE FROM forecasts WHERE symbol=? AND timeframe=? AND issued_at < ?", (symbol, tf, issued_before))
+        self._write("DELETE FROM forecast_runs WHERE symbol=? AND timeframe=? AND issued_at < ?", (symbol, tf, issued_before))
 
     def _series(self):
         return [(s, t) for s, t in self._exec("SELECT DISTINCT symbol, timeframe FROM candles")]
