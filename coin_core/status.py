@@ -47,6 +47,7 @@ __all__ = [
     "Heartbeat",
     "StatusPicture",
     "build_status",
+    "series_status",
     "read_series",
     "check_forecast",
     "overall",
@@ -116,13 +117,15 @@ class SeriesHealth:
 
     @property
     def status(self) -> FreshnessStatus:
-        """The worst of history and forecast; no forecast below the sample gate is expected."""
-        parts = [self.history.status]
-        if self.prediction is not None and not (
-            "insufficient_data" in self.signals and self.forecast_input_ts is None
-        ):
-            parts.append(self.prediction.status)
-        return worst(parts) or self.history.status
+        return series_status(self.history, self.prediction, self.forecast_input_ts is not None)
+
+
+def series_status(history: Freshness, prediction: Freshness | None, has_forecast: bool) -> FreshnessStatus:
+    """The worst of history and forecast; no forecast below the sample gate is expected."""
+    parts = [history.status]
+    if prediction is not None and not ("insufficient_data" in history.signals and not has_forecast):
+        parts.append(prediction.status)
+    return worst(parts) or history.status
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import pandas as pd
 from .. import timeframes as tfs
 from ..config import Settings
 from ..candles import COLUMNS, empty_frame
-from ..freshness import Freshness, FreshnessStatus, Signal, worst
+from ..freshness import Freshness, FreshnessStatus, Signal
 from ..errors import CoinPredictError, ModelError
 from ..lifecycle.report import TrackRecord, track_record
 from ..lifecycle.scorebook import ScoreBook
@@ -26,7 +26,7 @@ from ..forecast.base import ModelMetadata
 from ..forecast.registry import champion_summary
 from ..health import IngestState, PredictionHealth
 from ..policy import TimeframePolicy
-from ..status import SeriesHealth, StatusPicture, build_status, check_forecast, read_series
+from ..status import SeriesHealth, StatusPicture, build_status, check_forecast, read_series, series_status
 from ..storage.base import FORECAST_COLUMNS, CandleStore, Forecast
 from ..symbols import slug
 from ..timeframes import Timeframe
@@ -91,13 +91,7 @@ class SeriesState:
 
     @property
     def status(self) -> FreshnessStatus:
-        """The series' worst status; a missing forecast below the sample gate is expected."""
-        parts = [self.history.status]
-        if self.prediction is not None and not (
-            "insufficient_data" in self.signals and self.forecast is None
-        ):
-            parts.append(self.prediction.status)
-        return worst(parts) or self.history.status
+        return series_status(self.history, self.prediction, self.forecast is not None)
 
     @property
     def last_close(self) -> float | None:
