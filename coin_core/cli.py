@@ -20,7 +20,7 @@ from typing import Callable, NoReturn, Sequence
 
 from . import __version__
 from .config import Settings, load_settings
-from .errors import CoinPredictError, ConfigError
+from .errors import CoinPredictError, ConfigError, StorageUnavailableError
 from .redaction import redact
 
 DESCRIPTION = """Coin Predict: collect crypto candles, forecast them, publish a static site.
@@ -235,7 +235,9 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
     picture = build_status(settings, now_ms=_now_ms())
     print(json.dumps(picture_dict(picture), indent=1, default=str))
-    return 0 if picture.overall[0] in {"fresh", "stale"} and picture.store.reachable else 1
+    if not picture.store.reachable:  # the picture above still says how old the data is
+        raise StorageUnavailableError(f"the {picture.store.backend} store cannot be read: {picture.store.error}")
+    return 0 if picture.overall[0] in {"fresh", "stale"} else 1
 
 
 @command("monitor", "Run one monitor pass and print its alerts (the monitor flow sends them to ALERT_BLOCK).",

@@ -357,7 +357,7 @@ def build_status(
         store_health = StoreHealth(backend, True)
         _save_last_known(Path(settings.data_dir), series)
     except StorageError as exc:
-        log.warning("status: the %s store cannot be read: %s", backend, exc)
+        log.info("status: the %s store cannot be read: %s", backend, exc)  # callers report it
         store_health = StoreHealth(backend, False, _error_line(exc))
         series = [read_series(None, settings, s, tf, now_ms) for s, tf in settings.series()]
         used = None

@@ -27,6 +27,7 @@ import pytest
 from coin_core.config import load_settings
 from coin_core.exchange_sim import SimClock, SimExchange
 from coin_core.forecast import registry
+from coin_core.lifecycle.retrain import training_specs
 from coin_core.ingest import run_ingest
 from tests.fixtures.common import REPO, free_port, require
 from tests.test_deployment import Server, _stop, prefect_server  # noqa: F401 - the module's server fixture
@@ -118,9 +119,10 @@ def test_fits_run_on_the_dask_workers(prefect_server: Server, market: dict[str, 
         cluster.stop()
     assert f"fits run Dask scheduler {cluster.address}" in out
     # Each Dask worker process logs the task runs it executed (Prefect's engine runs there).
-    ran = [set(re.findall(r"Task run '(train \S+ 1h)' - Finished in state Completed",
+    ran = [set(re.findall(r"Task run '(train \S+ 1h \S+)' - Finished in state Completed",
                           (prefect_server.home / f"ok-w{i}.log").read_text(errors="replace"))) for i in range(2)]
-    assert ran[0] | ran[1] == {f"train {s} 1h" for s in SYMBOLS}, ran
+    # Every candidate of every series (baselines, the shared spec, the challengers) is a fit task.
+    assert ran[0] | ran[1] == {f"train {s} 1h {spec.name}" for s in SYMBOLS for spec in training_specs("1h")}, ran
     assert ran[0] and ran[1], f"both workers fitted: {ran}"
     assert _all_models_whole(market["root"] / "data") >= len(SYMBOLS)
 
@@ -146,7 +148,7 @@ def test_scheduler_lost_mid_run_fails_clearly_and_half_writes_nothing(
         cluster.stop()
     assert "STATE FAILED" in out, out[-4000:]
     reason = out.split("STATE FAILED", 1)[1]
-    assert "series failed" in reason and "train BTC/USDT" not in reason, reason[:2000]
+    assert "step(s) failed" in reason and "train BTC/USDT" not in reason, reason[:2000]
     _all_models_whole(data)
     # The next run (in-process, no Dask) completes what the lost one did not.
     again = _flow(prefect_server, market, {})

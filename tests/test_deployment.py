@@ -175,7 +175,7 @@ def test_deployments_read_back_as_intended(prefect_server: Server, deployed: dic
     train = deployed["train"]
     assert train["enforce_parameter_schema"] is True
     described = {k: p.get("description", "") for k, p in train["parameter_openapi_schema"]["properties"].items()}
-    assert set(described) == {"symbols", "timeframes", "lookback"} and all(len(d) > 20 for d in described.values()), described
+    assert set(described) == {"symbols", "timeframes", "lookback", "triggered_only"} and all(len(d) > 20 for d in described.values()), described
     assert "TARGET_SYMBOLS" in described["symbols"] and "min samples" in described["lookback"]
 
 
