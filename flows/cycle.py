@@ -21,40 +21,22 @@ from prefect.concurrency.sync import concurrency
 from coin_core.config import Settings
 from coin_core.cycle import SeriesCycle
 from coin_core.metrics import RunTimer
-from coin_core.lifecycle import ScoreBook, open_scorebook
+from coin_core.lifecycle import open_scorebook
 from coin_core.storage import CandleStore, open_store
 
 from flows.artifacts import artifact_key, forecast_columns, ingest_rows, publish_table
 from flows.common import fail_if_any, flow_settings, recorded_run, state_error
 from flows.ingest import CYCLE_WAIT_S, failures, prepare_cycle_limit, run_units
 from flows.setup import CYCLE_LIMIT
-from flows.tasks import demotion_task, publish_task, score_task
+from flows.tasks import publish_task, score_step_task
 
-__all__ = ["CYCLE_WAIT_S", "score_all", "forecast_failures", "cycle_flow"]
+__all__ = ["CYCLE_WAIT_S", "forecast_failures", "cycle_flow"]
 
 
 def forecast_failures(units: list[SeriesCycle]) -> dict[str, str]:
     """A degraded forecast (the last good one is served, flagged) is a failure of its series."""
     return {f"{u.ingest.symbol} {u.ingest.timeframe} forecast": u.forecast.error or "degraded"
             for u in units if u.forecast is not None and u.forecast.status == "degraded"}
-
-
-def score_all(store: CandleStore, settings: Settings, book: ScoreBook, now_ms: int) -> dict[tuple[str, str], dict[str, object]]:
-    """Score what closed, then the demotion check, per predicted series; failures become columns.
-
-    Runs before the units forecast, so a demotion serves in this very cycle; candles this run
-    ingests are scored by the next one.
-    """
-    columns: dict[tuple[str, str], dict[str, object]] = {}
-    for symbol, tf in settings.series(predicted_only=True):
-        scored = score_task(store, settings, book, symbol, tf, now_ms, return_state=True)
-        error = state_error(scored)
-        demoted = demotion_task(settings, book, symbol, tf, now_ms, return_state=True) if error is None else None
-        error = error or (state_error(demoted) if demoted is not None else None)
-        columns[(symbol, tf)] = {"scored": 0 if error else scored.result().scored,
-                                 "demoted to": (demoted.result() or "") if demoted is not None and not error else "",
-                                 "score error": error or ""}
-    return columns
 
 
 @flow(name="cycle")
@@ -79,7 +61,8 @@ def _cycle(settings: Settings, site_settings: Settings, timeframe: str, timer: R
     prepare_cycle_limit(str(run_id) if run_id else None)
     with concurrency(CYCLE_LIMIT, occupy=1, timeout_seconds=CYCLE_WAIT_S), open_store(settings) as store:
         with timer.step("score"), open_scorebook(settings) as book:
-            scores = score_all(store, settings, book, int(time.time() * 1000))
+            steps = score_step_task(store, settings, book, int(time.time() * 1000), len(settings.series()))
+            scores = {key: step.columns() for key, step in steps.items()}
         with timer.step("ingest+forecast"):  # one unit per series: ingest -> gate -> forecast
             units, now_ms = run_units(store, settings, "cycle")
         with timer.step("publish"):

@@ -30,18 +30,17 @@ from coin_core.forecast.base import ModelSpec
 from coin_core.forecast.events import Actor, ModelEvent
 from coin_core.forecast.registry import rollback
 from coin_core.forecast.training import TrainResult, data_range, fit_cache_key
-from coin_core.lifecycle import GateOutcome, ScoreBook, ScoreReport, check_demotion, run_gate, score_series
+from coin_core.lifecycle import GateOutcome, ScoreBook, ScoreStep, run_gate, score_all
 from coin_core.lifecycle.triggers import TriggerCheck, check_triggers
 from coin_core.pipeline import train_one
-from coin_core.clients import ClientPool
-from coin_core.cycle import SeriesCycle, cycle_series
+from coin_core.cycle import SeriesRun, run_series
 from coin_core.publish import PublishReport, publish_site
 from coin_core.storage import CandleStore
 
 __all__ = [
     "RETRYABLE", "MARKETS_TTL", "retry_transient", "by_cache_key", "result_exists", "cached",
-    "markets_cache_key", "exchange_markets", "exchange_time_task", "series_task", "forecast_task", "publish_task",
-    "fit_key_task", "train_task", "score_task", "demotion_task", "gate_task", "triggers_task", "rollback_task",
+    "markets_cache_key", "exchange_markets", "units_task", "forecast_task", "publish_task",
+    "fit_key_task", "train_task", "score_step_task", "gate_task", "triggers_task", "rollback_task",
 ]
 
 RETRYABLE: tuple[type[BaseException], ...] = (TransientExchangeError, StorageUnavailableError)
@@ -99,17 +98,14 @@ def exchange_markets(settings: Settings, cache_key: str) -> dict[str, dict[str, 
         return client.market_snapshot(settings.target_symbols)
 
 
-@task(name="exchange-time", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
-      retry_condition_fn=retry_transient)
-def exchange_time_task(pool: ClientPool) -> int:
-    return pool.now_ms()
-
-
-@task(name="series-unit", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
-      retry_condition_fn=retry_transient, task_run_name="{step} {symbol} {tf}")
-def series_task(store: CandleStore, pool: ClientPool, settings: Settings, symbol: str, tf: str, now_ms: int,
-                step: str) -> SeriesCycle:
-    return cycle_series(store, pool.client(), settings, symbol, tf, now_ms, pool.listed, forecast=step == "cycle", strict=True)
+# One task for every series' unit (not one task run per series): orchestrating a task run costs
+# Prefect tens of milliseconds of API calls, more than a series' whole unit of work. Per-series
+# failures are rows of the result (the exchange client already retried with backoff); the next
+# cycle catches up, so the step itself has no retries.
+@task(name="series-units", task_run_name="{step} {n_series} series")
+def units_task(store: CandleStore, settings: Settings, markets: dict[str, dict[str, Any]], step: str,
+               n_series: int) -> SeriesRun:
+    return run_series(store, settings, markets=markets, forecast=step == "cycle")
 
 
 @task(name="forecast-series", task_run_name="forecast {symbol} {tf}")
@@ -137,15 +133,10 @@ def train_task(settings: Settings, symbol: str, tf: str, lookback: int | None, s
     return train_one(settings, symbol, tf, lookback, spec, actor)
 
 
-@task(name="score-series", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
-      retry_condition_fn=retry_transient, task_run_name="score {symbol} {tf}")
-def score_task(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, tf: str, now_ms: int) -> ScoreReport:
-    return score_series(store, settings, book, symbol, tf, now_ms=now_ms)
-
-
-@task(name="check-demotion", task_run_name="demotion {symbol} {tf}")
-def demotion_task(settings: Settings, book: ScoreBook, symbol: str, tf: str, now_ms: int) -> str | None:
-    return check_demotion(settings, book, symbol, tf, now_ms=now_ms)
+@task(name="score-closed", task_run_name="score {n_series} series")
+def score_step_task(store: CandleStore, settings: Settings, book: ScoreBook, now_ms: int,
+                    n_series: int) -> dict[tuple[str, str], ScoreStep]:
+    return score_all(store, settings, book, now_ms)
 
 
 @task(name="gate-series", task_run_name="gate {symbol} {tf}")

@@ -33,11 +33,11 @@ from flows.setup import TRAIN_LIMIT, ensure_concurrency_limits, read_concurrency
 from flows.tasks import (
     exchange_markets,
     fit_key_task,
-    exchange_time_task,
     forecast_task,
     publish_task,
-    series_task,
+    score_step_task,
     train_task,
+    units_task,
 )
 from tests.fixtures.prefect import PrefectHarness
 
@@ -144,32 +144,46 @@ def test_permanent_exchange_error_fails_its_series_without_retry(
     assert ingest_flow(return_state=True).is_completed()  # caches the market list, ETH included
     sim_clock.advance(3600)  # a new candle closes on the exchange
     sim_exchange.delist("ETH/USDT")  # still in the cached list; klines now answers Invalid symbol
+    sim_exchange.clear_requests()
     state = ingest_flow(return_state=True)
     assert state.is_failed() and "ETH/USDT 1h" in state.message
-    runs = {t.name: t for t in _run(_task_runs(state.state_details.flow_run_id))}
-    assert runs["ingest ETH/USDT 1h"].run_count == 1, "a permanent error is not retried"
+    eth = [r for r in sim_exchange.requests if r.path == KLINES and r.params.get("symbol") == "ETHUSDT"]
+    assert len(eth) == 1, "a permanent error is not retried"
     rows = _rows(state)
     assert rows["ETH/USDT 1h"]["error"].startswith("PermanentExchangeError")
     assert rows["BTC/USDT 1h"]["error"] == "" and rows["BTC/USDT 1h"]["new candles"] >= 1
 
 
-def test_transient_error_is_retried_after_whole_seconds(flow_env: Settings, sim_exchange: SimExchange) -> None:
+def test_transient_error_fails_only_its_series_and_the_next_run_catches_up(
+        flow_env: Settings, sim_exchange: SimExchange) -> None:
     sim_exchange.faults.add("server_error", count=1, path=KLINES, status=503)
     state = ingest_flow(return_state=True)
-    assert state.is_completed(), state.message
-    runs = [t for t in _run(_task_runs(state.state_details.flow_run_id)) if t.name.startswith("ingest ")]
-    assert sorted(t.run_count for t in runs) == [1, 2], "exactly the faulted series ran twice"
-    assert all(r["error"] == "" for r in _rows(state).values())
+    assert state.is_failed(), "a series the exchange did not serve must not end Completed"
+    rows = _rows(state)
+    failed = [name for name, row in rows.items() if row["error"]]
+    assert len(failed) == 1 and len(rows) == len(flow_env.series()), rows
+    assert failed[0] in state.message
+    # One task runs every series' unit: no per-series task run to orchestrate.
+    units = [t for t in _run(_task_runs(state.state_details.flow_run_id)) if t.name.startswith("ingest ")]
+    assert [t.name for t in units] == [f"ingest {len(flow_env.series())} series"]
+    again = ingest_flow(return_state=True)
+    assert again.is_completed(), again.message
+    assert all(row["error"] == "" for row in _rows(again).values())
+    with _store(flow_env) as store:  # the faulted series holds as many candles as the others
+        counts = {f"{symbol} {tf}": store.count(symbol, tf) for symbol, tf in flow_env.series()}
+    assert len(set(counts.values())) == 1 and min(counts.values()) > 0, counts
 
 
 def test_retry_policy_is_io_only_with_whole_second_delays() -> None:
-    for io in (exchange_markets, exchange_time_task, series_task, publish_task, fit_key_task):
+    for io in (exchange_markets, publish_task, fit_key_task):
         assert io.retries >= 1 and io.retry_condition_fn is not None, io.name
         delays = io.retry_delay_seconds if isinstance(io.retry_delay_seconds, list) else [io.retry_delay_seconds]
         assert all(isinstance(d, int) and d >= 1 for d in delays), (io.name, delays)
         assert not io.retry_jitter_factor
     for cpu in (forecast_task, train_task):
         assert cpu.retries == 0, f"{cpu.name} is CPU-bound: retrying repeats the same failure"
+    for step in (units_task, score_step_task):  # per-series errors are rows; the next cycle catches up
+        assert step.retries == 0, f"{step.name} would redo every series"
 
 
 def _train_rows(state: State) -> dict[str, dict[str, Any]]:

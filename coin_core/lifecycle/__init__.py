@@ -11,10 +11,12 @@ from .gate import Thresholds, bootstrap_decision, decide, demotion
 from .promotion import GateOutcome, check_demotion, run_gate
 from .scorebook import SCORES_FILE, ScoreBook, ScoreRow, Skill
 from .scoring import ScoreReport, open_scorebook, score_series
+from .steps import ScoreStep, score_all
 
 __all__ = [
     "Thresholds", "bootstrap_decision", "decide", "demotion",
     "GateOutcome", "check_demotion", "run_gate",
     "SCORES_FILE", "ScoreBook", "ScoreRow", "Skill",
     "ScoreReport", "open_scorebook", "score_series",
+    "ScoreStep", "score_all",
 ]
