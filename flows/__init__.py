@@ -10,10 +10,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__all__ = ["cycle_flow", "ingest_flow", "train_flow", "monitor_flow", "rollback_flow", "evaluate_flow"]
+__all__ = ["cycle_flow", "ingest_flow", "train_flow", "monitor_flow", "rollback_flow", "evaluate_flow", "forecast_flow"]
 
 _WHERE = {"cycle_flow": "flows.cycle", "ingest_flow": "flows.ingest", "train_flow": "flows.train",
-          "monitor_flow": "flows.monitor", "rollback_flow": "flows.rollback", "evaluate_flow": "flows.evaluate"}
+          "monitor_flow": "flows.monitor", "rollback_flow": "flows.rollback", "evaluate_flow": "flows.evaluate",
+          "forecast_flow": "flows.forecast"}
 
 
 def __getattr__(name: str) -> Any:

@@ -25,14 +25,13 @@ from prefect.tasks import Task
 from coin_core.config import Settings
 from coin_core.errors import StorageUnavailableError, TransientExchangeError
 from coin_core.exchange import ExchangeClient
-from coin_core.forecast.predict import PredictOutcome, forecast_series
 from coin_core.forecast.base import ModelSpec
 from coin_core.forecast.events import Actor, ModelEvent
 from coin_core.forecast.registry import rollback
 from coin_core.forecast.training import TrainResult, data_range, fit_cache_key
 from coin_core.lifecycle import GateOutcome, ScoreBook, ScoreStep, run_gate, score_all
 from coin_core.lifecycle.triggers import TriggerCheck, check_triggers
-from coin_core.pipeline import train_one
+from coin_core.pipeline import run_forecast, train_one
 from coin_core.cycle import SeriesRun, run_series
 from coin_core.publish import PublishReport, publish_site
 from coin_core.storage import CandleStore
@@ -108,9 +107,10 @@ def units_task(store: CandleStore, settings: Settings, markets: dict[str, dict[s
     return run_series(store, settings, markets=markets, forecast=step == "cycle")
 
 
+# Opens its own store: it may run in a Dask worker process (a store's connections do not travel).
 @task(name="forecast-series", task_run_name="forecast {symbol} {tf}")
-def forecast_task(store: CandleStore, settings: Settings, symbol: str, tf: str, now_ms: int) -> PredictOutcome:
-    return forecast_series(store, settings, symbol, tf, now_ms=now_ms)
+def forecast_task(settings: Settings, symbol: str, tf: str, now_ms: int) -> str:
+    return run_forecast(settings, now_ms=now_ms, symbols=[symbol], timeframes=[tf])[f"{symbol} {tf}"]
 
 
 @task(name="publish-site", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,

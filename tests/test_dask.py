@@ -155,3 +155,32 @@ def test_scheduler_lost_mid_run_fails_clearly_and_half_writes_nothing(
     out, _ = again.communicate(timeout=900)
     assert "STATE COMPLETED" in out, out[-4000:]
     assert _all_models_whole(data) >= len(SYMBOLS)
+
+
+RUN_FORECAST = "from flows.forecast import forecast_flow; s = forecast_flow(return_state=True); print('STATE', s.type.value, s.message)"
+
+
+def test_forecasts_fan_out_over_the_dask_workers(prefect_server: Server, market: dict[str, Any]) -> None:  # noqa: F811
+    require((BIN / "dask").is_file(), "the dask CLI (extra coin-predict[dask])")
+    assert _all_models_whole(market["root"] / "data") >= len(SYMBOLS)  # the fits of the tests above
+    cluster = Cluster(prefect_server, "fc")
+    try:
+        env = {**prefect_server.env, **market["env"], "PYTHONPATH": str(REPO), "DASK_ADDRESS": cluster.address}
+        out = subprocess.run([sys.executable, "-c", RUN_FORECAST], cwd=market["root"], env=env, capture_output=True,
+                             text=True, timeout=900)
+    finally:
+        cluster.stop()
+    text = out.stdout + out.stderr
+    assert "STATE COMPLETED" in text, text[-4000:]
+    assert f"forecasts run Dask scheduler {cluster.address}" in text
+    ran = [set(re.findall(r"Task run '(forecast \S+ 1h)' - Finished in state Completed",
+                          (prefect_server.home / f"fc-w{i}.log").read_text(errors="replace"))) for i in range(2)]
+    assert ran[0] | ran[1] == {f"forecast {s} 1h" for s in SYMBOLS}, ran
+    assert ran[0] and ran[1], f"both workers forecast: {ran}"
+    settings = load_settings(data_dir=market["root"] / "data")
+    from coin_core.storage import open_store
+
+    with open_store(settings) as store:
+        for symbol in SYMBOLS:
+            forecast = store.latest_forecast(symbol, "1h")
+            assert forecast is not None and forecast.input_last_ts == store.latest_ts(symbol, "1h"), symbol

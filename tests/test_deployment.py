@@ -43,6 +43,7 @@ EXPECTED = {  # deployment -> (cron, schedule active, parameters)
     "rollback": (None, None, {"timeframe": "1h"}),
     "evaluate": ("20 3 * * *", True, {}),
     "ingest": (None, None, {}),
+    "forecast": (None, None, {}),
 }
 DEPLOYMENT_KEYS = {"name", "entrypoint", "description", "tags", "parameters", "schedules", "work_pool",
                    "version", "enforce_parameter_schema"}
@@ -192,7 +193,7 @@ def test_server_schedules_only_active_deployments_at_utc_boundaries(
                 break
             time.sleep(1)
     names = {by_id.get(r["deployment_id"]) for r in runs}
-    assert {"cycle-1h", "train", "monitor"} <= names and not names & {"cycle-1d", "cycle-1w", "cycle-1M", "ingest"}
+    assert {"cycle-1h", "train", "monitor"} <= names and not names & {"cycle-1d", "cycle-1w", "cycle-1M", "ingest", "forecast"}
     monitor = [r["expected_start_time"] for r in runs if by_id.get(r["deployment_id"]) == "monitor"]
     assert all(re.search(r"T\d\d:\d[05]:00(\+00:00|Z)$", t) for t in monitor), monitor
     hourly = [r["expected_start_time"] for r in runs if by_id.get(r["deployment_id"]) == "cycle-1h"]

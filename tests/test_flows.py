@@ -124,6 +124,27 @@ def test_cycle_ingests_forecasts_publishes_then_gate_skips(flow_env: Settings, s
     assert sim_exchange.count("/api/v3/exchangeInfo") == info, "market list came from the task cache"
 
 
+def test_forecast_flow_refreshes_every_series_from_its_stored_candles_and_publishes(
+        flow_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import forecast_flow
+
+    assert ingest_flow(return_state=True).is_completed()
+    with _store(flow_env) as store:
+        assert store.latest_forecast("BTC/USDT", "1h") is None
+    state = forecast_flow(return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result() == {"BTC/USDT 1h": "ok", "ETH/USDT 1h": "ok"}
+    with _store(flow_env) as store:
+        for symbol in ("BTC/USDT", "ETH/USDT"):
+            forecast = store.latest_forecast(symbol, "1h")
+            assert forecast is not None and forecast.input_last_ts == store.latest_ts(symbol, "1h")
+    assert "BTC/USDT" in (flow_env.public_dir / "manifest.json").read_text()
+    # A configured series with nothing stored fails the run, naming it; the others are forecast.
+    monkeypatch.setenv("TARGET_SYMBOLS", "BTC/USDT,SOL/USDT,ETH/USDT")
+    failed = forecast_flow(return_state=True)
+    assert failed.is_failed() and "SOL/USDT 1h" in failed.message and "BTC/USDT 1h" not in failed.message
+
+
 def test_failing_series_does_not_stop_the_others(flow_env: Settings, sim_exchange: SimExchange,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TARGET_SYMBOLS", "BTC/USDT,XRP/USDT,ETH/USDT")
