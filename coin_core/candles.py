@@ -8,12 +8,19 @@ Sanity bounds (values no market can have, rejected): a price must be finite, > 0
 :data:`MAX_PRICE`; a volume finite, >= 0 and at most :data:`MAX_VOLUME`; an open time an integer
 between 0 and :data:`MAX_TS` (year 9999), on the timeframe's grid, and not after ``now``. A
 plausible but suspicious value (a tenfold jump) is not judged here: ingest flags it for review.
+
+Validation works on a float64 matrix of the six columns (one row a candle), so a page costs a few
+numpy operations whatever its size, and its outcome is a :class:`CheckedCandles`: read-only
+columns that only this module makes. A store writes one without validating it again (ingest
+validated it, in this process, with the same rules); any other frame a store is given is
+validated there (:meth:`coin_core.storage.CandleStore.write_candles`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from functools import cached_property
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,7 +30,7 @@ from .errors import DataValidationError
 
 __all__ = [
     "COLUMNS", "PRICE_COLUMNS", "MAX_PRICE", "MAX_VOLUME", "MAX_TS", "Rejection", "ValidationReport",
-    "empty_frame", "to_frame", "validate_candles",
+    "CheckedCandles", "empty_frame", "to_frame", "rows_matrix", "validate_candles", "validate_matrix",
 ]
 
 COLUMNS = ("ts", "open", "high", "low", "close", "volume")
@@ -43,17 +50,62 @@ class Rejection:
     reason: str
 
 
+_MADE_HERE = object()  # only this module builds CheckedCandles
+
+
+@dataclass(frozen=True, eq=False)
+class CheckedCandles:
+    """Valid closed candles of one timeframe: ascending unique open times, read-only columns.
+
+    ``values`` holds open, high, low, close, volume (float64, shape ``(n, 5)``). Built only by
+    :func:`validate_matrix`, so holding one proves the rows passed validation in this process;
+    the arrays cannot be written, so they cannot change after it either.
+    """
+
+    tf: tfs.Timeframe
+    ts: np.ndarray
+    values: np.ndarray
+    token: object = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.token is not _MADE_HERE:
+            raise TypeError("CheckedCandles come only from coin_core.candles.validate_matrix")
+        self.ts.setflags(write=False)
+        self.values.setflags(write=False)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def select(self, mask: np.ndarray) -> "CheckedCandles":
+        """The candles where ``mask`` holds (a subset of valid candles is valid)."""
+        return CheckedCandles(self.tf, self.ts[mask], self.values[mask], _MADE_HERE)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.ts if name == "ts" else self.values[:, COLUMNS.index(name) - 1]
+
+    def frame(self) -> pd.DataFrame:
+        """A candle frame (a copy: changing it changes nothing here)."""
+        data = {"ts": self.ts.copy()}
+        data.update({name: self.values[:, i].copy() for i, name in enumerate(COLUMNS[1:])})
+        return pd.DataFrame(data)
+
+
 @dataclass
 class ValidationReport:
-    """Outcome of :func:`validate_candles`: the frame to store, and what was left out and why."""
+    """Outcome of validation: the candles to store, and what was left out and why."""
 
-    valid: pd.DataFrame
+    checked: CheckedCandles
     rejected: list[Rejection] = field(default_factory=list)
     in_progress: int = 0
 
     @property
     def rejected_count(self) -> int:
         return len(self.rejected)
+
+    @cached_property
+    def valid(self) -> pd.DataFrame:
+        """The valid candles as a frame (ascending open times)."""
+        return self.checked.frame()
 
 
 def empty_frame() -> pd.DataFrame:
@@ -78,29 +130,80 @@ def to_frame(rows: Iterable[Sequence[object]]) -> pd.DataFrame:
     return frame
 
 
-def _reasons(frame: pd.DataFrame, tf: tfs.Timeframe) -> np.ndarray:
+def rows_matrix(rows: Sequence[Sequence[object]]) -> np.ndarray:
+    """``[ts, o, h, l, c, v]`` rows (at least 6 values each) as an ``(n, 6)`` float64 matrix.
+
+    Numbers (and numeric strings) convert as :func:`float` would; anything else becomes NaN, for
+    validation to reject. Open times stay exact: every one validation accepts is below 2**53.
+    """
+    if not rows:
+        return np.empty((0, 6))
+    try:
+        return np.array([r[:6] for r in rows], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):  # a value that is not a number: column by column
+        return to_frame(rows).to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _aligned(ts: np.ndarray, tf: tfs.Timeframe) -> np.ndarray:
+    return tfs.aligned_mask(pd.Series(ts), tf).to_numpy(dtype=bool)
+
+
+def _reasons(m: np.ndarray, tf: tfs.Timeframe) -> np.ndarray:
     """One reason per row ('' when valid); the first failing check wins."""
-    ts = frame["ts"].to_numpy(dtype="float64", na_value=np.nan)
-    o, h, l, c, v = (frame[col].to_numpy(dtype="float64", na_value=np.nan) for col in PRICE_COLUMNS + ("volume",))
+    ts, o, h, l, c, v = m.T
     with np.errstate(invalid="ignore"):
         checks: list[tuple[np.ndarray, str]] = [
             (~np.isfinite(ts) | (ts % 1 != 0), "timestamp missing or not an integer"),
             ((ts < 0) | (ts > MAX_TS), "timestamp out of range"),
-            (~(np.isfinite(o) & np.isfinite(h) & np.isfinite(l) & np.isfinite(c) & np.isfinite(v)), "non-finite value"),
-            ((o <= 0) | (h <= 0) | (l <= 0) | (c <= 0), "non-positive price"),
-            ((o > MAX_PRICE) | (h > MAX_PRICE) | (l > MAX_PRICE) | (c > MAX_PRICE), f"price above {MAX_PRICE:.0e}"),
+            (~np.isfinite(m[:, 1:]).all(axis=1), "non-finite value"),
+            ((m[:, 1:5] <= 0).any(axis=1), "non-positive price"),
+            ((m[:, 1:5] > MAX_PRICE).any(axis=1), f"price above {MAX_PRICE:.0e}"),
             (v < 0, "negative volume"),
             (v > MAX_VOLUME, f"volume above {MAX_VOLUME:.0e}"),
             (l > np.minimum(o, c), "low above open/close"),
             (h < np.maximum(o, c), "high below open/close"),
         ]
-    reasons = np.full(len(frame), "", dtype=object)
+    reasons = np.full(len(m), "", dtype=object)
+    bad = np.zeros(len(m), dtype=bool)
     for mask, reason in checks:
-        reasons[mask & (reasons == "")] = reason
-    ok = reasons == ""
-    aligned = tfs.aligned_mask(pd.Series(ts[ok].astype("int64")), tf).to_numpy()
-    reasons[np.flatnonzero(ok)[~aligned]] = f"timestamp not aligned to {tf}"
+        if mask.any():
+            reasons[mask & ~bad] = reason
+            bad |= mask
+    ok = np.flatnonzero(~bad)
+    misaligned = ok[~_aligned(ts[ok].astype(np.int64), tf)]
+    reasons[misaligned] = f"timestamp not aligned to {tf}"
     return reasons
+
+
+def _unique(m: np.ndarray) -> tuple[np.ndarray, list[Rejection]]:
+    """Identical repeats collapse; rows sharing an open time with different values are all rejected."""
+    if len(m) < 2:
+        return m, []
+    m = m[np.lexsort(m.T[::-1])]  # by open time, then by every value: identical rows are adjacent
+    m = m[np.r_[True, (m[1:] != m[:-1]).any(axis=1)]]
+    same = m[1:, 0] == m[:-1, 0]
+    clash = np.r_[same, False] | np.r_[False, same]
+    return m[~clash], [Rejection(int(t), "conflicting duplicate timestamp") for t in m[clash, 0]]
+
+
+def validate_matrix(m: np.ndarray, tf: tfs.Timeframe, now_ms: int | None = None) -> ValidationReport:
+    """Validate an ``(n, 6)`` float64 matrix of ``[ts, o, h, l, c, v]`` rows (see :func:`validate_candles`)."""
+    m = np.asarray(m, dtype=np.float64).reshape(-1, 6)
+    reasons = _reasons(m, tf)
+    bad = reasons != ""
+    rejected = [Rejection(_ts(m[i, 0]), reasons[i]) for i in np.flatnonzero(bad)]
+    good, clashes = _unique(m[~bad])
+    rejected += clashes
+    in_progress = 0
+    if now_ms is not None and len(good):
+        future = good[:, 0] > now_ms
+        rejected += [Rejection(int(t), FUTURE) for t in good[future, 0]]
+        good = good[~future]
+        opens = tfs.close_times(pd.Series(good[:, 0].astype(np.int64)), tf).to_numpy() > now_ms
+        in_progress = int(opens.sum())
+        good = good[~opens]
+    checked = CheckedCandles(tf, good[:, 0].astype(np.int64), np.ascontiguousarray(good[:, 1:]), _MADE_HERE)
+    return ValidationReport(checked, rejected, in_progress)
 
 
 def validate_candles(frame: pd.DataFrame, tf: tfs.Timeframe, now_ms: int | None = None) -> ValidationReport:
@@ -113,31 +216,19 @@ def validate_candles(frame: pd.DataFrame, tf: tfs.Timeframe, now_ms: int | None 
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise DataValidationError(f"candle frame lacks columns: {', '.join(missing)}")
-    frame = frame[list(COLUMNS)].reset_index(drop=True)
-    if frame.empty:
-        return ValidationReport(valid=empty_frame())
-    reasons = _reasons(frame, tf)
-    bad = np.flatnonzero(reasons != "")
-    rejected = [Rejection(_ts(frame.at[i, "ts"]), reasons[i]) for i in bad]
-    good = frame[reasons == ""].astype({"ts": "int64"})
-    good = good.drop_duplicates()
-    clash = good["ts"].duplicated(keep=False)
-    rejected += [Rejection(int(t), "conflicting duplicate timestamp") for t in good.loc[clash, "ts"]]
-    good = good[~clash]
-    in_progress = 0
-    if now_ms is not None:
-        future = good["ts"] > now_ms
-        rejected += [Rejection(int(t), FUTURE) for t in good.loc[future, "ts"]]
-        good = good[~future]
-        open_mask = tfs.close_times(good["ts"], tf) > now_ms
-        in_progress = int(open_mask.sum())
-        good = good[~open_mask]
-    good = good.sort_values("ts").reset_index(drop=True)
-    return ValidationReport(valid=good, rejected=rejected, in_progress=in_progress)
+    matrix = np.column_stack([_floats(frame[c]) for c in COLUMNS]) if len(frame) else np.empty((0, 6))
+    return validate_matrix(matrix, tf, now_ms)
 
 
-def _ts(value: object) -> int | None:
+def _floats(column: pd.Series) -> np.ndarray:
     try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):  # an object column holding text: not a number, rejected
+        return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _ts(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
         return None

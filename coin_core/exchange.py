@@ -20,6 +20,13 @@ open time is missing, zero or before ``since``, and those would silently leave a
 like an exchange gap. Rows that are not lists of at least 6 values are passed on as they are,
 for validation to count.
 
+Ingest reads pages through :meth:`ExchangeClient.fetch_klines`: for a Binance spot market it
+asks ccxt's implicit ``publicGetKlines`` endpoint (the same ccxt request path: throttle and
+endpoint cost, signing, error mapping, rate-limit handling) and converts the answer column-wise
+with numpy instead of row by row, which was a third of a page's client CPU. The conversion is
+the one ccxt's row parser does (an integer open time, numbers as :func:`float` reads them); a
+page holding any value of another type goes through ccxt's parser row by row, as before.
+
 The exchange's clock decides which candles are closed, but only within
 ``EXCHANGE_MAX_CLOCK_SKEW_S`` of the local clock: an exchange clock further ahead would make the
 in-progress candle look closed, so the local clock is used then (and the skew reported).
@@ -34,18 +41,21 @@ import logging
 import random
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 import ccxt
+import numpy as np
 
 from . import timeframes as tfs
+from .candles import rows_matrix
 from .config import Settings
 from .errors import ConfigError, PermanentExchangeError, TransientExchangeError
 from .redaction import redact
 from .symbols import check_listed, parse_symbol
 
-__all__ = ["ExchangeClient", "MAX_PAGE"]
+__all__ = ["ExchangeClient", "KlinePage", "MAX_PAGE"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,6 +65,42 @@ _MAX_MESSAGE = 400
 
 class MalformedAnswer(ccxt.OperationFailed):
     """An HTTP 200 answer that is not the endpoint's payload: retried like a network error."""
+
+
+@dataclass(frozen=True)
+class KlinePage:
+    """One klines answer for validation: ``matrix`` holds the rows that are lists of at least 6
+    values as ``[ts, o, h, l, c, v]`` float64 (NaN where a value is not a number); ``malformed``
+    counts the other rows (answered, but not candles)."""
+
+    matrix: np.ndarray
+    malformed: int = 0
+
+    def __len__(self) -> int:
+        return len(self.matrix) + self.malformed
+
+
+def _whole(row: object) -> bool:
+    return isinstance(row, (list, tuple)) and len(row) >= 6
+
+
+def _page_of(rows: Sequence[Any]) -> KlinePage:
+    whole = [r for r in rows if _whole(r)]
+    return KlinePage(rows_matrix(whole), len(rows) - len(whole))
+
+
+def _wire_matrix(whole: list[list[Any]]) -> np.ndarray | None:
+    """Binance's wire rows (integer open time, five numeric strings) as a matrix; None when any
+    value has another type or does not read as a number (ccxt's row parser decides those)."""
+    if not whole:
+        return np.empty((0, 6))
+    columns = list(zip(*whole))[:6]
+    if set(map(type, columns[0])) != {int} or any(set(map(type, c)) != {str} for c in columns[1:]):
+        return None
+    try:
+        return np.array(columns, dtype=np.float64).T
+    except (ValueError, OverflowError):
+        return None
 
 
 def _describe(body: object) -> str:
@@ -224,6 +270,33 @@ class ExchangeClient:
         params = {} if until is None else {"until": int(until)}
         what = f"fetch_ohlcv {symbol} {timeframe}"
         return self._call(what, self._page, symbol, timeframe, since, min(limit, MAX_PAGE), params)
+
+    def fetch_klines(self, symbol: str, tf: str, since: int | None, limit: int = MAX_PAGE,
+                     until: int | None = None) -> KlinePage:
+        """One page as :meth:`fetch_ohlcv` answers it, as a :class:`KlinePage` for validation."""
+        symbol, timeframe = parse_symbol(symbol), tfs.parse_timeframe(tf)
+        self.markets()
+        market = self._exchange.markets.get(symbol) if self._exchange.markets else None
+        if not (isinstance(self._exchange, ccxt.binance) and market and market.get("spot") and limit >= 1):
+            return _page_of(self.fetch_ohlcv(symbol, timeframe, since, limit, until))
+        request: dict[str, Any] = {"symbol": market["id"], "limit": min(limit, MAX_PAGE),
+                                   "interval": self._exchange.safe_string(self._exchange.timeframes, timeframe, timeframe)}
+        if since is not None:
+            request["startTime"] = int(since)
+        if until is not None:
+            request["endTime"] = int(until)
+        return self._call(f"fetch_ohlcv {symbol} {timeframe}", self._klines, market, request)
+
+    def _klines(self, market: dict[str, Any], request: dict[str, Any]) -> KlinePage:
+        raw = self._answered(self._exchange.publicGetKlines, request,
+                             shape=lambda raw: isinstance(raw, list), expected="a list of klines")
+        if not isinstance(raw, list):  # the shape check covers Binance; never a page otherwise
+            raise MalformedAnswer(f"HTTP 200 answer is {_describe(raw)}, not a list of klines")
+        whole = [r for r in raw if isinstance(r, list) and len(r) >= 6]
+        matrix = _wire_matrix(whole)
+        if matrix is None:
+            matrix = rows_matrix([self._exchange.parse_ohlcv(r, market) for r in whole])
+        return KlinePage(matrix, len(raw) - len(whole))
 
     def _answered(self, fn: Callable[..., T], *args: Any, shape: Callable[[Any], bool], expected: str) -> T:
         """Call ccxt, then check the answer it read was JSON and, from Binance, of ``shape``:

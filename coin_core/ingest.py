@@ -26,14 +26,13 @@ from collections import Counter
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, Field
 
 from . import timeframes as tfs
-from .candles import FUTURE, Rejection, to_frame, validate_candles
+from .candles import FUTURE, CheckedCandles, Rejection, validate_matrix
 from .config import Settings
 from .errors import StorageError, StorageUnavailableError, TransientExchangeError
-from .exchange import ExchangeClient
+from .exchange import ExchangeClient, KlinePage
 from .health import IngestState, update_ingest_state
 from .storage import CandleStore, open_store
 
@@ -132,8 +131,8 @@ class _Pager:
         while cursor <= end:
             # A refill asks for the hole plus one candle: the one that proves what the answer skips.
             limit = min(PAGE_LIMIT, tfs.count_between(cursor, end, self.tf) + 1) if bounded else PAGE_LIMIT
-            rows = self.client.fetch_ohlcv(self.symbol, self.tf, since=cursor, limit=limit, until=until)
-            seen, ambiguous = self._store_page(rows, cursor, end, head_known=leading)
+            page = self.client.fetch_klines(self.symbol, self.tf, since=cursor, limit=limit, until=until)
+            seen, ambiguous = self._store_page(page, cursor, end, head_known=leading)
             if not seen:
                 if bounded and not ambiguous:
                     raise TransientExchangeError(
@@ -147,7 +146,7 @@ class _Pager:
             if self.progress:
                 self.progress(self.symbol, self.tf, self.report.new_candles, cursor, end)
 
-    def _store_page(self, rows: list[Any], cursor: int, end: int, *, head_known: bool) -> tuple[list[int], bool]:
+    def _store_page(self, page: KlinePage, cursor: int, end: int, *, head_known: bool) -> tuple[list[int], bool]:
         """Validate a page and store its candles in ``[cursor, end]``.
 
         Returns the sorted open times at or after ``cursor`` where the exchange has a candle
@@ -155,22 +154,23 @@ class _Pager:
         ``head_known`` False (a first backfill): no stored candle precedes the page, so a row of
         unknown place before its first candle could never be refilled; nothing is stored then.
         """
-        listed = [r for r in rows if isinstance(r, (list, tuple)) and len(r) >= 6]
-        checked = validate_candles(to_frame(listed), self.tf, self.now_ms)
-        valid = checked.valid
-        early = int((valid["ts"] < cursor).sum())
+        checked = validate_matrix(page.matrix, self.tf, self.now_ms)
+        valid = checked.checked
+        early = int((valid.ts < cursor).sum())
         self.reasons.update(r.reason for r in checked.rejected)
-        self.reasons.update(["row is not a list of 6 values"] * (len(rows) - len(listed))
-                            + ["open time before the requested start"] * early)
+        if page.malformed or early:
+            self.reasons.update(["row is not a list of 6 values"] * page.malformed
+                                + ["open time before the requested start"] * early)
         placed = {int(r.ts) for r in checked.rejected if self._placed(r, cursor)}  # type: ignore[arg-type]
         self.invalid |= placed
-        seen = sorted({int(t) for t in valid["ts"] if t >= cursor} | placed)
-        ambiguous = len(listed) < len(rows) or early > 0 or not all(self._placed(r, cursor) for r in checked.rejected)
+        at_or_after = valid.ts[valid.ts >= cursor]
+        seen = sorted(set(at_or_after.tolist()) | placed) if placed else at_or_after.tolist()
+        ambiguous = page.malformed > 0 or early > 0 or not all(self._placed(r, cursor) for r in checked.rejected)
         if ambiguous and not head_known and (not seen or seen[0] > cursor):
             raise TransientExchangeError(
                 f"{self.symbol} {self.tf}: the first candle of the backfill from {_iso(cursor)} is uncertain "
                 f"(a row of unknown open time precedes {_iso(seen[0]) if seen else 'nothing'}); nothing stored")
-        fresh = valid[(valid["ts"] >= cursor) & (valid["ts"] <= end)]
+        fresh = valid.select((valid.ts >= cursor) & (valid.ts <= end))
         self._flag_jumps(fresh)
         self.report.new_candles += self.store.write_candles(self.symbol, self.tf, fresh)
         return seen, ambiguous
@@ -201,18 +201,19 @@ class _Pager:
         frame = self.store.read_candles(self.symbol, self.tf, before, before)
         return float(frame["close"].iloc[-1]) if len(frame) else None
 
-    def _flag_jumps(self, fresh: pd.DataFrame) -> None:
+    def _flag_jumps(self, fresh: CheckedCandles) -> None:
         """Count (and log) candles that move tenfold against the previous close: kept, for review."""
-        if fresh.empty:
+        if not len(fresh):
             return
-        prev = fresh["close"].shift(1)
-        prev.iloc[0] = self._prev_close if self._prev_close is not None else np.nan
-        jump = (fresh["high"] > JUMP_FACTOR * prev) | (fresh["low"] < prev / JUMP_FACTOR)
-        self._prev_close = float(fresh["close"].iloc[-1])
-        flagged = fresh.loc[jump.to_numpy(), "ts"].tolist()
+        close = fresh.column("close")
+        prev = np.r_[np.nan if self._prev_close is None else self._prev_close, close[:-1]]
+        with np.errstate(invalid="ignore"):
+            jump = (fresh.column("high") > JUMP_FACTOR * prev) | (fresh.column("low") < prev / JUMP_FACTOR)
+        self._prev_close = float(close[-1])
+        flagged = fresh.ts[jump].tolist()
         if flagged:
             self.report.flagged += len(flagged)
-            self.report.flagged_at = (self.report.flagged_at + [int(t) for t in flagged])[:MAX_FLAGGED_LISTED]
+            self.report.flagged_at = (self.report.flagged_at + flagged)[:MAX_FLAGGED_LISTED]
             log.warning("%s %s: %d candle(s) move over %gx against the previous close (stored, flagged "
                         "for review), first at %s", self.symbol, self.tf, len(flagged), JUMP_FACTOR, _iso(int(flagged[0])))
 

@@ -1,7 +1,9 @@
 """The storage contract: one base class doing the shared work, a few raw methods per backend.
 
-The base class validates, sorts and de-duplicates what is written, applies the storage budget
-guard, and pages reads so memory stays bounded; a backend implements only the ``_raw`` methods
+The base class validates, sorts and de-duplicates what is written (a
+:class:`~coin_core.candles.CheckedCandles`, which only validation makes, is written as it is:
+it was validated in this process already), applies the storage budget guard, and pages reads so
+memory stays bounded; a backend implements only the ``_raw`` methods
 below (see ``sqlite.py`` and ``influx.py``). Writes are idempotent upserts keyed by
 (symbol, timeframe, open time): writing the same candle twice stores it once.
 """
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Iterator, Literal, get_args
@@ -17,14 +21,14 @@ from typing import Any, Iterator, Literal, get_args
 import numpy as np
 import pandas as pd
 
-from ..candles import COLUMNS, empty_frame, validate_candles
+from ..candles import COLUMNS, CheckedCandles, empty_frame, validate_candles
 from ..errors import DataValidationError, StorageBudgetExceeded
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, parse_timeframe
 
 __all__ = [
     "CandleStore", "Forecast", "FORECAST_COLUMNS", "BAND50_COLUMNS", "STORED_COLUMNS", "ROLES", "Role",
-    "BUDGET_WARN_RATIO", "points_payload", "points_frame",
+    "BUDGET_WARN_RATIO", "points_payload", "points_frame", "rows_frame",
 ]
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,10 @@ Role = Literal["champion", "challenger", "baseline"]
 #: Only ``champion`` forecasts are ever served; the others are shadows kept for scoring.
 ROLES: tuple[Role, ...] = get_args(Role)
 BUDGET_WARN_RATIO = 0.9
+#: More than a stored candle can add to a store's size (row, index, WAL): an upper bound of growth
+#: lets the budget guard skip measuring while the store is certainly below the warning line.
+GROWTH_BOUND_BYTES = 1024
+BUDGET_REMEASURE_S = 60.0
 MAX_CHUNK = 50_000
 _MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
@@ -94,27 +102,36 @@ class CandleStore(ABC):
 
     def __init__(self, budget_bytes: int | None = None) -> None:
         self.budget_bytes = budget_bytes
+        self._measured: tuple[float, int, int] | None = None  # (when, size, candles written since)
+        self._measure_lock = threading.Lock()
 
     # ---- candles -------------------------------------------------------------------------
-    def write_candles(self, symbol: str, tf: Timeframe, frame: pd.DataFrame) -> int:
+    def write_candles(self, symbol: str, tf: Timeframe, frame: pd.DataFrame | CheckedCandles) -> int:
         """Validate and upsert candles; returns how many were written.
 
-        Raises DataValidationError if any candle is invalid: callers validate (and report)
-        first, so an invalid candle reaching the store is a programming error, not data.
+        A :class:`CheckedCandles` of the same timeframe is written as it is (validation made it);
+        a frame is validated here, and raises DataValidationError if any candle is invalid:
+        callers validate (and report) first, so an invalid candle reaching the store is a
+        programming error, not data.
         """
         symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
-        report = validate_candles(frame, tf)
+        checked = frame if isinstance(frame, CheckedCandles) and frame.tf == tf else self._validated(symbol, tf, frame)
+        if not len(checked):
+            return 0
+        self.check_budget(adding=len(checked))
+        self._write_candles(symbol, tf, checked)
+        return len(checked)
+
+    @staticmethod
+    def _validated(symbol: str, tf: Timeframe, frame: pd.DataFrame | CheckedCandles) -> CheckedCandles:
+        report = validate_candles(frame.frame() if isinstance(frame, CheckedCandles) else frame, tf)
         if report.rejected:
             first = report.rejected[0]
             raise DataValidationError(
                 f"refusing to store {report.rejected_count} invalid candle(s) of {symbol} {tf}: "
                 f"{first.reason} at ts={first.ts}"
             )
-        if report.valid.empty:
-            return 0
-        self.check_budget()
-        self._write_candles(symbol, tf, report.valid)
-        return len(report.valid)
+        return report.checked
 
     def iter_candles(
         self, symbol: str, tf: Timeframe, start: int | None = None, end: int | None = None,
@@ -202,18 +219,33 @@ class CandleStore(ABC):
     def size_bytes(self) -> int:
         return self._size_bytes()
 
-    def check_budget(self) -> None:
-        """Warn near the budget; refuse to grow at or over it."""
+    def check_budget(self, adding: int = 0) -> None:
+        """Warn near the budget; refuse to grow at or over it (``adding``: candles about to be written).
+
+        The size is measured (a query) unless a measurement of the last minute plus
+        :data:`GROWTH_BOUND_BYTES` for every candle written since stays below the warning line:
+        then no exact figure could warn or refuse either. Near the line it is measured every time.
+        """
         if not self.budget_bytes:
             return
+        line = BUDGET_WARN_RATIO * self.budget_bytes
+        with self._measure_lock:
+            known = self._measured
+            if known and time.monotonic() - known[0] < BUDGET_REMEASURE_S:
+                written = known[2] + adding
+                if known[1] + written * GROWTH_BOUND_BYTES < line:
+                    self._measured = (known[0], known[1], written)
+                    return
         size = self._size_bytes()
+        with self._measure_lock:
+            self._measured = (time.monotonic(), size, adding)
         if size >= self.budget_bytes:
             raise StorageBudgetExceeded(
                 f"{self.name} store uses {size / 1024**3:.2f} GiB, at or over its budget of "
                 f"{self.budget_bytes / 1024**3:.2f} GiB: refusing to write. Raise "
                 "STORAGE_BUDGET_GB or shorten retention (see docs/runbooks.md)."
             )
-        if size >= BUDGET_WARN_RATIO * self.budget_bytes:
+        if size >= line:
             log.warning("%s store at %.0f%% of its storage budget", self.name, 100 * size / self.budget_bytes)
 
     def ping(self) -> None:
@@ -230,8 +262,8 @@ class CandleStore(ABC):
 
     # ---- raw backend methods ------------------------------------------------------------
     @abstractmethod
-    def _write_candles(self, symbol: str, tf: Timeframe, frame: pd.DataFrame) -> None:
-        """Upsert a validated, sorted, de-duplicated frame."""
+    def _write_candles(self, symbol: str, tf: Timeframe, candles: CheckedCandles) -> None:
+        """Upsert validated, sorted, de-duplicated candles."""
 
     @abstractmethod
     def _read_page(self, symbol: str, tf: Timeframe, start: int | None, end: int | None, limit: int) -> pd.DataFrame:
@@ -277,9 +309,12 @@ class CandleStore(ABC):
     def _size_bytes(self) -> int: ...
 
 
-def frame_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Project a backend's result onto COLUMNS with the contract's dtypes."""
-    if frame.empty:
+def rows_frame(rows: list[tuple] | list[list]) -> pd.DataFrame:
+    """``(ts, open, high, low, close, volume)`` rows of a backend as a candle frame, column-wise
+    (a backend's rows are stored candles: numbers, open times exact in float64)."""
+    if not rows:
         return empty_frame()
-    out = frame[list(COLUMNS)].astype({"ts": "int64", **{c: "float64" for c in COLUMNS[1:]}})
-    return out.reset_index(drop=True)
+    matrix = np.array(rows, dtype=np.float64)
+    data = {"ts": matrix[:, 0].astype(np.int64)}
+    data.update({name: matrix[:, i] for i, name in enumerate(COLUMNS[1:], start=1)})
+    return pd.DataFrame(data)

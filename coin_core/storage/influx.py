@@ -8,7 +8,7 @@ Schema, one database:
 
 - ``candles``: tags ``symbol``, ``timeframe``; float fields ``open high low close volume``;
   time = candle open time. One point per (series, open time), so a rewrite overwrites: upserts
-  are idempotent. Lines come from influxdb-client's DataFrame serializer, in batches.
+  are idempotent. Lines are built column-wise from validated candles, sent in batches.
 - ``exchange_gaps``: same tags; time = gap start, integer field ``end_ts``.
 - ``forecast_runs``: same tags plus ``role`` (champion/challenger/baseline) and ``model`` (the
   model's name); time = ``issued_at``; fields ``model_version`` (string), ``input_last_ts``
@@ -46,16 +46,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pandas as pd
 from influxdb_client import Point, WritePrecision
-from influxdb_client.client.write.dataframe_serializer import DataframeSerializer
-from influxdb_client.client.write_api import PointSettings
 from pydantic import SecretStr
 
-from ..candles import COLUMNS
+from ..candles import COLUMNS, CheckedCandles
 from ..errors import ConfigError, DataValidationError, StorageError, StorageUnavailableError
 from ..redaction import redact
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, parse_timeframe
-from .base import CandleStore, Forecast, Role, frame_columns, points_frame, points_payload
+from .base import CandleStore, Forecast, Role, points_frame, points_payload, rows_frame
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -82,6 +80,11 @@ def quote_ident(name: str) -> str:
 def quote_literal(text: str) -> str:
     """An InfluxQL single-quoted string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def _tag(value: str) -> str:
+    """A line-protocol tag value (symbols and timeframes are validated; escaped all the same)."""
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def _reveal(secret: SecretStr | None) -> str | None:
@@ -273,15 +276,15 @@ class InfluxStore(CandleStore):
                 end = int(page[-1][0]) - 1
             else:
                 start = int(page[-1][0]) + 1
-        return frame_columns(pd.DataFrame(rows, columns=list(COLUMNS)))
+        return rows_frame(rows)
 
     # ---- candles ------------------------------------------------------------------------
-    def _write_candles(self, symbol: str, tf: Timeframe, frame: pd.DataFrame) -> None:
-        data = frame[list(COLUMNS)].astype({f: "float64" for f in FIELDS}).assign(symbol=symbol, timeframe=tf)
-        lines = DataframeSerializer(
-            data, PointSettings(), WritePrecision.MS, data_frame_measurement_name=CANDLES,
-            data_frame_tag_columns=["symbol", "timeframe"], data_frame_timestamp_column="ts",
-        ).serialize()
+    def _write_candles(self, symbol: str, tf: Timeframe, candles: CheckedCandles) -> None:
+        # Line protocol built directly: a validated float is finite, and repr() is its shortest
+        # exact decimal form, which InfluxDB reads back bit for bit.
+        head = f"{CANDLES},symbol={_tag(symbol)},timeframe={_tag(tf)} "
+        lines = [f"{head}open={o!r},high={h!r},low={l!r},close={c!r},volume={v!r} {ts}"
+                 for ts, (o, h, l, c, v) in zip(candles.ts.tolist(), candles.values.tolist())]
         self._write_lines(lines, f"{symbol} {tf}")
         with self._lock:  # keep a cached size estimate growing with our own writes
             if self._estimate:

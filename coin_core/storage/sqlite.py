@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..candles import CheckedCandles
 from ..errors import StorageError
 from ..timeframes import Timeframe
-from .base import CandleStore, Forecast, frame_columns, points_frame, points_payload
+from .base import CandleStore, Forecast, points_frame, points_payload, rows_frame
 
 __all__ = ["SQLiteStore"]
 
@@ -109,8 +110,8 @@ class SQLiteStore(CandleStore):
             clause, params = clause + f" AND {column} <= ?", params + (int(end),)
         return clause, params
 
-    def _write_candles(self, symbol: str, tf: Timeframe, frame: pd.DataFrame) -> None:
-        rows = [(symbol, tf, int(r.ts), r.open, r.high, r.low, r.close, r.volume) for r in frame.itertuples()]
+    def _write_candles(self, symbol: str, tf: Timeframe, candles: CheckedCandles) -> None:
+        rows = [(symbol, tf, ts, *values) for ts, values in zip(candles.ts.tolist(), candles.values.tolist())]
         conn = self._conn()
         try:
             with self._lock, conn:  # one transaction: a page is stored whole or not at all
@@ -120,8 +121,7 @@ class SQLiteStore(CandleStore):
             raise StorageError(f"SQLite write failed for {symbol} {tf}: {exc}") from exc
 
     def _query_frame(self, sql: str, params: tuple) -> pd.DataFrame:
-        rows = self._exec(sql, params)
-        return frame_columns(pd.DataFrame(rows, columns=["ts", "open", "high", "low", "close", "volume"]))
+        return rows_frame(self._exec(sql, params))
 
     def _read_page(self, symbol, tf, start, end, limit) -> pd.DataFrame:
         clause, params = self._where(start, end)
