@@ -145,7 +145,16 @@ def rows_matrix(rows: Sequence[Sequence[object]]) -> np.ndarray:
 
 
 def _aligned(ts: np.ndarray, tf: tfs.Timeframe) -> np.ndarray:
-    return tfs.aligned_mask(pd.Series(ts), tf).to_numpy(dtype=bool)
+    if tf == "1M":  # calendar months: pandas' calendar
+        return tfs.aligned_mask(pd.Series(ts), tf).to_numpy(dtype=bool)
+    step = tfs.add(0, tf, 1)
+    return (ts - tfs.floor(0, tf)) % step == 0  # floor(0): the grid's origin (1w opens on Mondays)
+
+
+def _close_times(ts: np.ndarray, tf: tfs.Timeframe) -> np.ndarray:
+    if tf == "1M":
+        return tfs.close_times(pd.Series(ts), tf).to_numpy()
+    return ts + tfs.add(0, tf, 1)
 
 
 def _reasons(m: np.ndarray, tf: tfs.Timeframe) -> np.ndarray:
@@ -199,7 +208,7 @@ def validate_matrix(m: np.ndarray, tf: tfs.Timeframe, now_ms: int | None = None)
         future = good[:, 0] > now_ms
         rejected += [Rejection(int(t), FUTURE) for t in good[future, 0]]
         good = good[~future]
-        opens = tfs.close_times(pd.Series(good[:, 0].astype(np.int64)), tf).to_numpy() > now_ms
+        opens = _close_times(good[:, 0].astype(np.int64), tf) > now_ms
         in_progress = int(opens.sum())
         good = good[~opens]
     checked = CheckedCandles(tf, good[:, 0].astype(np.int64), np.ascontiguousarray(good[:, 1:]), _MADE_HERE)

@@ -279,8 +279,9 @@ class ExchangeClient:
         market = self._exchange.markets.get(symbol) if self._exchange.markets else None
         if not (isinstance(self._exchange, ccxt.binance) and market and market.get("spot") and limit >= 1):
             return _page_of(self.fetch_ohlcv(symbol, timeframe, since, limit, until))
-        request: dict[str, Any] = {"symbol": market["id"], "limit": min(limit, MAX_PAGE),
-                                   "interval": self._exchange.safe_string(self._exchange.timeframes, timeframe, timeframe)}
+        # The request ccxt's binance.fetch_ohlcv sends for a spot market, parameters in its order.
+        request: dict[str, Any] = {"interval": self._exchange.safe_string(self._exchange.timeframes, timeframe, timeframe),
+                                   "limit": min(limit, MAX_PAGE), "symbol": market["id"]}
         if since is not None:
             request["startTime"] = int(since)
         if until is not None:

@@ -183,6 +183,8 @@ class _Pager:
 
     def _record_jumps(self, cursor: int, end: int, seen: list[int], leading: bool) -> None:
         previous = tfs.add(cursor, self.tf, -1) if leading else seen[0]
+        if self.tf != "1M" and _contiguous(previous, seen, tfs.add(0, self.tf, 1)):
+            return  # the common page: every candle follows the one before, nothing skipped
         for ts in seen:
             first_missing = tfs.add(previous, self.tf, 1)
             if ts > first_missing and first_missing <= end:
@@ -197,9 +199,7 @@ class _Pager:
         log.info("known exchange gap %s %s %s -> %s", self.symbol, self.tf, _iso(start), _iso(end))
 
     def _close_before(self, start: int) -> float | None:
-        before = tfs.add(start, self.tf, -1)
-        frame = self.store.read_candles(self.symbol, self.tf, before, before)
-        return float(frame["close"].iloc[-1]) if len(frame) else None
+        return self.store.close_at(self.symbol, self.tf, tfs.add(start, self.tf, -1))
 
     def _flag_jumps(self, fresh: CheckedCandles) -> None:
         """Count (and log) candles that move tenfold against the previous close: kept, for review."""
@@ -216,6 +216,12 @@ class _Pager:
             self.report.flagged_at = (self.report.flagged_at + flagged)[:MAX_FLAGGED_LISTED]
             log.warning("%s %s: %d candle(s) move over %gx against the previous close (stored, flagged "
                         "for review), first at %s", self.symbol, self.tf, len(flagged), JUMP_FACTOR, _iso(int(flagged[0])))
+
+
+def _contiguous(previous: int, seen: list[int], step: int) -> bool:
+    """``seen`` (ascending) steps by exactly ``step`` from ``previous`` (or from its own first)."""
+    opens = np.asarray(seen, dtype=np.int64)
+    return bool(opens[0] - previous in (0, step) and (np.diff(opens) == step).all())
 
 
 def _iso(ts: int) -> str:
@@ -309,19 +315,29 @@ def _runs(opens: list[int], tf: tfs.Timeframe) -> list[tuple[int, int]]:
     return out
 
 
-def apply_retention(store: CandleStore, settings: Settings, symbol: str, tf: tfs.Timeframe, now_ms: int) -> None:
-    """Drop candles older than the timeframe's retention window (1m keeps a rolling window)."""
+def apply_retention(store: CandleStore, settings: Settings, symbol: str, tf: tfs.Timeframe, now_ms: int,
+                    *, oldest: int | None = None) -> bool:
+    """Drop candles older than the timeframe's retention window (1m keeps a rolling window).
+
+    ``oldest``: the series' first stored open time when the caller has just read it; no delete
+    is sent when nothing is that old. Returns whether a delete was sent.
+    """
     days = settings.policy(tf).retention_days
     if not days:
-        return
+        return False
+    cutoff = tfs.floor(now_ms - days * _DAY_MS, tf)
+    if oldest is not None and oldest >= cutoff:
+        return False
     try:
-        store.delete_range(symbol, tf, None, tfs.floor(now_ms - days * _DAY_MS, tf) - 1)
+        store.delete_range(symbol, tf, None, cutoff - 1)
+        return True
     except StorageUnavailableError:
         raise
     except StorageError as exc:
         # InfluxDB 2.x/3.x do not serve v1 DELETE: the candles are stored, only pruning is not
         # possible here, so the series must not fail every cycle for it (the budget guard holds).
         log.warning("retention of %s %s not applied: %s", symbol, tf, exc)
+        return False
 
 
 def ingest_series(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str,
@@ -333,13 +349,14 @@ def ingest_series(store: CandleStore, client: ExchangeClient, settings: Settings
     report.clock_note = client.clock_note if now_ms_given is None else None
     pager = _Pager(store, client, symbol, tf, now_ms, report, progress)
     target = pager.target
-    latest = store.latest_ts(symbol, tf)
+    bounds = store.bounds(symbol, tf)
+    latest = bounds[1] if bounds else None
     if latest is not None and latest >= target:
         report.skipped = True  # detection gate: no new closed candle, no network call
     else:
         # Retention first: a store at its budget must be able to make room before it writes.
-        apply_retention(store, settings, symbol, tf, now_ms)
-        latest = store.latest_ts(symbol, tf)
+        if apply_retention(store, settings, symbol, tf, now_ms, oldest=bounds[0] if bounds else None):
+            latest = store.latest_ts(symbol, tf)
         start = tfs.add(latest, tf, 1) if latest is not None else _initial_start(client, settings, symbol, tf, now_ms)
         if start is not None:
             pager.run(start, target, bounded=False, leading=latest is not None)

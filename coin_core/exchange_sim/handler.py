@@ -50,7 +50,9 @@ def _int_param(params: dict[str, str], name: str) -> int | None:
 class Handler(BaseHTTPRequestHandler):
     server_version = "SimExchange/1"
     sys_version = ""
-    protocol_version = "HTTP/1.0"
+    # Keep-alive, like the real exchange: a client's connection is reused, not set up per request
+    # (every answer carries Content-Length; the "disconnect" fault still hangs up).
+    protocol_version = "HTTP/1.1"
     _log_index: int = -1
 
     @property

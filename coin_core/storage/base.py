@@ -152,7 +152,14 @@ class CandleStore(ABC):
 
     def read_candles(self, symbol: str, tf: Timeframe, start: int | None = None, end: int | None = None) -> pd.DataFrame:
         pages = list(self.iter_candles(symbol, tf, start, end))
-        return pd.concat(pages, ignore_index=True) if pages else empty_frame()
+        if len(pages) < 2:
+            return pages[0] if pages else empty_frame()
+        return pd.concat(pages, ignore_index=True)
+
+    def close_at(self, symbol: str, tf: Timeframe, ts: int) -> float | None:
+        """Close of the stored candle opening at ``ts`` (None when there is none); no frame built."""
+        rows = self._read_rows(parse_symbol(symbol), parse_timeframe(tf), int(ts), int(ts), 1)
+        return float(rows[0][4]) if rows else None
 
     def tail(self, symbol: str, tf: Timeframe, n: int) -> pd.DataFrame:
         """The latest ``n`` candles, ascending."""
@@ -268,6 +275,10 @@ class CandleStore(ABC):
     @abstractmethod
     def _read_page(self, symbol: str, tf: Timeframe, start: int | None, end: int | None, limit: int) -> pd.DataFrame:
         """Up to ``limit`` candles with ``start <= ts <= end``, ascending, columns COLUMNS."""
+
+    def _read_rows(self, symbol: str, tf: Timeframe, start: int | None, end: int | None, limit: int) -> list[Any]:
+        """As :meth:`_read_page`, as ``(ts, open, high, low, close, volume)`` rows."""
+        return self._read_page(symbol, tf, start, end, limit).to_numpy().tolist()
 
     @abstractmethod
     def _read_tail(self, symbol: str, tf: Timeframe, n: int) -> pd.DataFrame: ...

@@ -283,8 +283,9 @@ class InfluxStore(CandleStore):
         # Line protocol built directly: a validated float is finite, and repr() is its shortest
         # exact decimal form, which InfluxDB reads back bit for bit.
         head = f"{CANDLES},symbol={_tag(symbol)},timeframe={_tag(tf)} "
+        columns = (c.tolist() for c in candles.values.T)  # column lists: no list per row for the GC to chase
         lines = [f"{head}open={o!r},high={h!r},low={l!r},close={c!r},volume={v!r} {ts}"
-                 for ts, (o, h, l, c, v) in zip(candles.ts.tolist(), candles.values.tolist())]
+                 for ts, o, h, l, c, v in zip(candles.ts.tolist(), *columns)]
         self._write_lines(lines, f"{symbol} {tf}")
         with self._lock:  # keep a cached size estimate growing with our own writes
             if self._estimate:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from itertools import repeat
 from pathlib import Path
 
 import pandas as pd
@@ -111,7 +112,10 @@ class SQLiteStore(CandleStore):
         return clause, params
 
     def _write_candles(self, symbol: str, tf: Timeframe, candles: CheckedCandles) -> None:
-        rows = [(symbol, tf, ts, *values) for ts, values in zip(candles.ts.tolist(), candles.values.tolist())]
+        # Column lists zipped lazily: a list of a thousand row lists would wake the garbage
+        # collector (a full pass over ccxt's and pandas' objects) several times a page.
+        n = len(candles)
+        rows = zip(repeat(symbol, n), repeat(tf, n), candles.ts.tolist(), *(c.tolist() for c in candles.values.T))
         conn = self._conn()
         try:
             with self._lock, conn:  # one transaction: a page is stored whole or not at all
@@ -123,10 +127,13 @@ class SQLiteStore(CandleStore):
     def _query_frame(self, sql: str, params: tuple) -> pd.DataFrame:
         return rows_frame(self._exec(sql, params))
 
-    def _read_page(self, symbol, tf, start, end, limit) -> pd.DataFrame:
+    def _read_rows(self, symbol, tf, start, end, limit) -> list[tuple]:
         clause, params = self._where(start, end)
         sql = f"SELECT ts,open,high,low,close,volume FROM candles WHERE symbol=? AND timeframe=?{clause} ORDER BY ts LIMIT ?"
-        return self._query_frame(sql, (symbol, tf) + params + (int(limit),))
+        return self._exec(sql, (symbol, tf) + params + (int(limit),))
+
+    def _read_page(self, symbol, tf, start, end, limit) -> pd.DataFrame:
+        return rows_frame(self._read_rows(symbol, tf, start, end, limit))
 
     def _read_tail(self, symbol, tf, n) -> pd.DataFrame:
         sql = "SELECT ts,open,high,low,close,volume FROM candles WHERE symbol=? AND timeframe=? ORDER BY ts DESC LIMIT ?"
