@@ -3,6 +3,13 @@
     .venv/bin/python bench/bench_backfill.py                      # sqlite and influxdb, 100k 1h candles
     .venv/bin/python bench/bench_backfill.py --stores sqlite --candles 50000
     .venv/bin/python bench/bench_backfill.py --memory-candles 500000   # + peak RSS of a 1m backfill
+    .venv/bin/python bench/bench_backfill.py --multi 20 --days 365 --stores sqlite,influxdb   # vs ccxt's throttle
+    .venv/bin/python bench/bench_backfill.py --small-page 20 --baseline-root /work/main    # a cycle's one-candle page
+
+``--small-page N``: the client CPU (this thread's CPU time, not waits) of ``ingest_series`` for
+one new closed candle of each of N series already stored (SQLite), as a cycle does it; each
+round runs in a fresh process, alternating with the same measurement of another checkout's code
+(``--baseline-root``, e.g. the main branch) so both figures share the machine's load.
 
 End to end = the simulated exchange on loopback -> the real ccxt.binance client -> validation ->
 the store, through ``ingest_series``. The raw figure writes the same number of candles straight
@@ -18,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -169,6 +177,65 @@ def multi_series(kind: str, n: int, days: int, latency_s: float) -> dict:
             "ratio_of_ceiling": round(run.requests / seconds / ceiling_rps, 3)}
 
 
+_SMALL_PAGE = """
+import importlib.util, json, statistics, sys, tempfile, time
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("bench_simproc", sys.argv[1])
+simproc = importlib.util.module_from_spec(spec); spec.loader.exec_module(simproc)
+from coin_core.clients import ClientPool
+from coin_core.config import load_settings
+from coin_core.ingest import ingest_series
+from coin_core.storage.sqlite import SQLiteStore
+n, rounds, start_s = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+symbols = [f"C{i:03d}/USDT" for i in range(n)]
+with tempfile.TemporaryDirectory() as wd, simproc.SimProcess(symbols, start_s=start_s) as sim:
+    settings = load_settings(target_symbols=symbols, exchange_api_url=sim.base_url, data_dir=Path(wd) / "data",
+                             timeframe_policy={"1h": {"lookback_days": 10}})
+    with SQLiteStore(Path(wd) / "s.sqlite3", budget_bytes=settings.storage_budget_bytes) as store, \\
+            ClientPool(settings, rate_limit_ms=1) as pool:
+        client = pool.client()
+        for symbol in symbols:
+            ingest_series(store, client, settings, symbol, "1h", now_ms=int(start_s * 1000))
+        cpu, wall = [], []
+        for _ in range(rounds):
+            now = sim.call("advance", seconds=3600)
+            for symbol in symbols:
+                t, c = time.perf_counter(), time.thread_time()
+                report = ingest_series(store, client, settings, symbol, "1h", now_ms=now)
+                cpu.append(time.thread_time() - c); wall.append(time.perf_counter() - t)
+                assert report.new_candles == 1 and report.error is None, report
+print(json.dumps({"cpu": cpu, "wall": wall}))
+"""
+
+
+def _small_page_child(root: Path, n: int, rounds: int) -> dict:
+    start_s = 1_735_689_600 + 300  # five minutes after a 1h boundary
+    out = subprocess.run([sys.executable, "-c", _SMALL_PAGE, str(REPO / "bench" / "simproc.py"), str(n), str(rounds),
+                          str(start_s)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(root)}, cwd=root)  # cwd: `-c` imports from it first
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def small_page(n: int, rounds: int, repeats: int, baseline: Path | None) -> dict:
+    """Client CPU per series of a one-candle ingest, this checkout vs ``baseline``, interleaved."""
+    roots = {"this": REPO, **({"baseline": baseline} if baseline else {})}
+    samples: dict[str, dict[str, list[float]]] = {k: {"cpu": [], "wall": []} for k in roots}
+    for _ in range(repeats):
+        for name, root in roots.items():
+            got = _small_page_child(root, n, rounds)
+            samples[name]["cpu"] += got["cpu"]
+            samples[name]["wall"] += got["wall"]
+    result: dict = {"series": n, "ingests_per_checkout": n * rounds * repeats, "load_average": os.getloadavg()}
+    for name, got in samples.items():
+        cpu = sorted(got["cpu"])
+        result[name] = {"root": str(roots[name]), "cpu_ms_median": round(1000 * statistics.median(cpu), 2),
+                        "cpu_ms_p90": round(1000 * cpu[int(0.9 * (len(cpu) - 1))], 2),
+                        "wall_ms_median": round(1000 * statistics.median(got["wall"]), 2)}
+    if baseline:
+        result["cpu_ratio_this_over_baseline"] = round(result["this"]["cpu_ms_median"] / result["baseline"]["cpu_ms_median"], 3)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stores", default="sqlite,influxdb")
@@ -178,7 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multi", type=int, default=0, help="N series backfilled concurrently under ccxt's throttle")
     parser.add_argument("--days", type=int, default=365, help="1h history per series in --multi")
     parser.add_argument("--latency-ms", type=int, default=100, help="round trip the exchange adds in --multi")
+    parser.add_argument("--small-page", type=int, default=0, help="N series: client CPU of a one-candle ingest")
+    parser.add_argument("--rounds", type=int, default=3, help="new candles per series in --small-page")
+    parser.add_argument("--repeats", type=int, default=2, help="fresh processes per checkout in --small-page")
+    parser.add_argument("--baseline-root", type=Path, help="another checkout measured interleaved in --small-page")
     args = parser.parse_args(argv)
+    if args.small_page:
+        result = small_page(args.small_page, args.rounds, args.repeats, args.baseline_root)
+        print(json.dumps({"bench": "ingest-small-page", "cpus": os.cpu_count(), **result}, indent=1))
+        return 0
     if args.multi:
         results = [multi_series(kind, args.multi, args.days, args.latency_ms / 1000) for kind in args.stores.split(",")]
         print(json.dumps({"bench": "backfill-multi", "cpus": os.cpu_count(), "results": results}, indent=1))

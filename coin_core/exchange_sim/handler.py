@@ -7,6 +7,7 @@ The handler only parses, applies faults and serialises; what the market holds is
 from __future__ import annotations
 
 import json
+import socket
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -54,6 +55,12 @@ class Handler(BaseHTTPRequestHandler):
     # (every answer carries Content-Length; the "disconnect" fault still hangs up).
     protocol_version = "HTTP/1.1"
     _log_index: int = -1
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body leave in two writes: without this, Nagle's algorithm holds the body
+        # until the client's delayed ACK (~40 ms) on a kept-alive connection.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @property
     def sim(self) -> "SimExchange":
