@@ -157,9 +157,13 @@ def multi_series(kind: str, n: int, days: int, latency_s: float) -> dict:
         settings = load_settings(exchange_api_url=sim.base_url, data_dir=workdir / "data", target_symbols=list(symbols),
                                  timeframe_policy={"1h": {"lookback_days": days}})
         store = _store(kind, workdir, stack, "multi")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_s()
         run = run_series(store, settings, now_ms=int(NOW_S * 1000), forecast=False)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+        # The store's own speed in the same run: the same number of candles written straight
+        # into it (1,000 a call, one thread), so a store slower than the ceiling shows as such.
+        raw = raw_write_throughput(_store(kind, workdir, stack, "raw"), n * days * 24, page=1000)
+        load = os.getloadavg()
         if hasattr(_store, "influx_url"):
             del _store.influx_url  # type: ignore[attr-defined]
     report = run.ingest
@@ -174,7 +178,17 @@ def multi_series(kind: str, n: int, days: int, latency_s: float) -> dict:
             "throttle_interval_ms": round(interval_ms, 3), "ceiling_requests_per_s": round(ceiling_rps, 2),
             "ceiling_candles_per_s_full_pages": round(ceiling_rps * 1000, 1),
             "ceiling_candles_per_s_these_pages": round(ceiling_rps * per_request, 1),
-            "ratio_of_ceiling": round(run.requests / seconds / ceiling_rps, 3)}
+            "ratio_of_ceiling": round(run.requests / seconds / ceiling_rps, 3),
+            "client_cpu_s": round(cpu, 2), "client_cpu_ms_per_request": round(1000 * cpu / run.requests, 2),
+            "raw_write_candles_per_s": raw["candles_per_s"],
+            "raw_write_over_ceiling": round(raw["candles_per_s"] / (ceiling_rps * per_request), 3),
+            "load_average": [round(x, 2) for x in load]}
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process (every thread; the exchange and influxd run in others)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 _SMALL_PAGE = """
