@@ -80,12 +80,8 @@ class KlinePage:
         return len(self.matrix) + self.malformed
 
 
-def _whole(row: object) -> bool:
-    return isinstance(row, (list, tuple)) and len(row) >= 6
-
-
 def _page_of(rows: Sequence[Any]) -> KlinePage:
-    whole = [r for r in rows if _whole(r)]
+    whole = [r for r in rows if isinstance(r, (list, tuple)) and len(r) >= 6]
     return KlinePage(rows_matrix(whole), len(rows) - len(whole))
 
 
@@ -291,8 +287,6 @@ class ExchangeClient:
     def _klines(self, market: dict[str, Any], request: dict[str, Any]) -> KlinePage:
         raw = self._answered(self._exchange.publicGetKlines, request,
                              shape=lambda raw: isinstance(raw, list), expected="a list of klines")
-        if not isinstance(raw, list):  # the shape check covers Binance; never a page otherwise
-            raise MalformedAnswer(f"HTTP 200 answer is {_describe(raw)}, not a list of klines")
         whole = [r for r in raw if isinstance(r, list) and len(r) >= 6]
         matrix = _wire_matrix(whole)
         if matrix is None:
