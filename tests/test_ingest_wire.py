@@ -20,7 +20,7 @@ from coin_core.exchange import ExchangeClient, _wire_matrix
 from coin_core.exchange_sim import SimClock, SimExchange
 from coin_core.exchange_sim.faults import MalformedVariant
 from coin_core.storage.sqlite import SQLiteStore
-from tests.fixtures.common import SHARED, WIRE, require
+from tests.fixtures.common import WIRE
 
 NOW_MS = 1_706_660_434_567  # 2024-01-31 00:20:34.567 UTC
 H = 3_600_000
@@ -31,10 +31,7 @@ def _recorded_klines() -> list[list[Any]]:
     ccxt_static = json.loads((WIRE / "ccxt_static_response_binance_fetchOHLCV.json").read_text())
     answers = [case["httpResponse"] for case in ccxt_static["methods"]["fetchOHLCV"]
                if isinstance(case.get("httpResponse"), list)]
-    live = SHARED / "data" / "binance_wire" / "nautilus_http_spot_market_klines.json"
-    require(live.exists(), f"the recorded klines answer {live}")
-    if live.exists():
-        answers.append(json.loads(live.read_text()))
+    answers.append(json.loads((WIRE / "nautilus_http_spot_market_klines.json").read_text()))
     return answers
 
 
