@@ -1,38 +1,79 @@
-"""Benchmark publish_site: seconds per run and bytes per file, for 1, 10 and 50 symbols on 1h.
+"""Benchmark publish_site as a cycle runs it: seconds and peak RSS per publish, for 10, 50 and 500 symbols on 1h.
 
-Generated data in a temporary SQLite store (400 candles and a 24-point forecast per symbol).
-Three runs per size: ``cold`` (empty public dir: every file written), ``warm`` (nothing changed:
-every file compared, none written) and ``cycle`` (one new candle and forecast per symbol, one hour
-later: what the hourly flow does). Prints JSON.
+A world made by the real pipeline on generated candles in a temporary SQLite store: per symbol
+``--candles`` 1h candles, the champion (naive) and its shadow (drift) registered by the bootstrap
+forecast, ``--replay`` hours replayed cycle by cycle (candle -> forecast) and scored, so every
+series has a forecast, models, a scored track record and events, as on a live site.
 
-    .venv/bin/python bench/bench_publish.py [--sizes 1,10,50] [--candles 400]
+Every publish runs in a fresh process (as a Prefect process worker runs each flow run), timed
+from the call to ``publish_site`` (imports excluded); ``rss_peak_mib`` is the process's peak RSS
+after it, ``rss_before_mib`` before it (interpreter + imports + store open). Per size:
+
+- ``cold``: empty public dir, every file written;
+- ``warm``: nothing changed, every file compared, none written;
+- ``cycle`` (x ``--cycles``): one hour later, one new candle, a new forecast (champion + shadow)
+  and its scoring on every series, then publish: what the hourly flow does.
+
+``--compare DIR`` also runs every publish with the code of another checkout (e.g. ``/work/main``)
+on a copy of the same world, interleaved with this checkout's, so the two are measured side by
+side under the same machine load. Prints JSON.
+
+    .venv/bin/python bench/bench_publish.py [--sizes 10,50,500] [--cycles 3] [--compare /work/main]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from coin_core import timeframes as tfs
-from coin_core.config import Settings, load_settings
-from coin_core.health import IngestState, PredictionHealth, write_ingest_state, write_prediction_health
-from coin_core.publish import PublishReport, publish_site
-from coin_core.storage.base import Forecast
-from coin_core.storage.sqlite import SQLiteStore
-
-NOW_MS = tfs.from_datetime(pd.Timestamp("2024-05-01 12:10", tz="UTC").to_pydatetime())
+REPO = Path(__file__).resolve().parents[1]
 H = 3_600_000
+T0_MS = 1_714_564_800_000 + 600_000  # 2024-05-01 12:10 UTC
 
 
-def candles(n: int, last_open: int, seed: int) -> pd.DataFrame:
+def _settings(root: Path, n: int, public: str = "public"):  # type: ignore[no-untyped-def]
+    from coin_core.config import load_settings
+
+    return load_settings(data_dir=root / "data", public_dir=root / public,
+                         target_symbols=[f"C{i:03d}/USDT" for i in range(n)])
+
+
+def _rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def child(root: Path, n: int, now_ms: int, public: str) -> dict[str, Any]:
+    """One publish in this (fresh) process, as a flow run does it."""
+    from coin_core.publish import publish_site
+    from coin_core.storage.sqlite import SQLiteStore
+
+    settings = _settings(root, n, public)
+    store = SQLiteStore(root / "data" / "candles.sqlite3")
+    before = _rss_mib()
+    t0 = time.perf_counter()
+    report = publish_site(store, settings, now_ms=now_ms)
+    seconds = time.perf_counter() - t0
+    store.close()
+    return {"seconds": round(seconds, 4), "written": len(report.written), "files": len(report.sizes),
+            "bytes_written": report.bytes_written, "rss_before_mib": before, "rss_peak_mib": _rss_mib(),
+            "series_html_bytes": max((v for k, v in report.sizes.items() if k.endswith("_1h.html")), default=0)}
+
+
+def _candles(n: int, last_open: int, seed: int):  # type: ignore[no-untyped-def]
+    import numpy as np
+    import pandas as pd
+
+    from coin_core import timeframes as tfs
+
     rng = np.random.default_rng(seed)
     closes = 100.0 * (1 + seed % 50) * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
     opens = np.concatenate([[closes[0]], closes[:-1]])
@@ -44,70 +85,127 @@ def candles(n: int, last_open: int, seed: int) -> pd.DataFrame:
     })
 
 
-def seed(store: SQLiteStore, settings: Settings, symbol: str, n: int, last_open: int, now_ms: int, i: int) -> None:
-    frame = candles(n, last_open, i)
-    store.write_candles(symbol, "1h", frame)
-    close = float(frame["close"].iloc[-1])
-    horizon = settings.policy("1h").horizon
-    steps = np.arange(1, horizon + 1)
-    yhat = close * (1 + 0.001 * steps)
-    points = pd.DataFrame({"ts": [tfs.add(last_open, "1h", k) for k in steps], "yhat": yhat,
-                           "yhat_lower": yhat * 0.99, "yhat_upper": yhat * 1.01})
-    store.write_forecast(Forecast(symbol, "1h", now_ms - 300_000, "prophet-shared-1h@bench", last_open, points))
-    write_ingest_state(settings.data_dir, symbol, "1h", IngestState(backfill_complete_at=now_ms - H))
-    write_prediction_health(settings.data_dir, symbol, "1h", PredictionHealth(status="ok", updated_at=now_ms))
+class World:
+    """The store, models and score book of ``n`` series; :meth:`hour` runs one cycle's writes."""
+
+    def __init__(self, root: Path, n: int, n_candles: int, replay: int, extra_hours: int) -> None:
+        from coin_core import timeframes as tfs
+        from coin_core.storage.sqlite import SQLiteStore
+
+        self.root, self.n = root, n
+        self.settings = _settings(root, n)
+        self.store = SQLiteStore(root / "data" / "candles.sqlite3")
+        self.symbols = list(self.settings.target_symbols)
+        self.last_open = tfs.last_closed_open(T0_MS, "1h")
+        total = n_candles + replay + extra_hours
+        self.frames = {s: _candles(total, self.last_open + (replay + extra_hours) * H, i) for i, s in enumerate(self.symbols)}
+        self.first, self.cursor = n_candles, n_candles  # candles written so far, per series
+        for symbol in self.symbols:
+            self._bootstrap(symbol)
+        for _ in range(replay):
+            self.hour(score=False)
+        self.score()
+
+    @property
+    def now_ms(self) -> int:
+        return T0_MS + (self.cursor - self.first) * H
+
+    def _bootstrap(self, symbol: str) -> None:
+        from coin_core import timeframes as tfs
+        from coin_core.forecast import forecast_series
+        from coin_core.health import IngestState, write_ingest_state
+
+        frame = self.frames[symbol]
+        self.store.write_candles(symbol, "1h", frame.iloc[: self.cursor])
+        write_ingest_state(self.settings.data_dir, symbol, "1h", IngestState(backfill_complete_at=T0_MS - H))
+        last = int(frame["ts"].iloc[self.cursor - 1])
+        forecast_series(self.store, self.settings, symbol, "1h", now_ms=tfs.close_time(last, "1h") + 60_000)
+
+    def hour(self, score: bool = True) -> None:
+        """One closed candle, a new forecast (and its scoring) on every series."""
+        from coin_core import timeframes as tfs
+        from coin_core.forecast import forecast_series
+
+        for symbol in self.symbols:
+            row = self.frames[symbol].iloc[[self.cursor]]
+            self.store.write_candles(symbol, "1h", row)
+            forecast_series(self.store, self.settings, symbol, "1h",
+                            now_ms=tfs.close_time(int(row["ts"].iloc[0]), "1h") + 60_000)
+        self.cursor += 1
+        if score:
+            self.score()
+
+    def score(self) -> None:
+        from coin_core.lifecycle import open_scorebook, score_series
+
+        with open_scorebook(self.settings) as book:
+            for symbol in self.symbols:
+                score_series(self.store, self.settings, book, symbol, "1h", now_ms=self.now_ms)
 
 
-def mean_size(report: PublishReport, prefix: str, suffix: str) -> int:
-    sizes = [v for k, v in report.sizes.items() if k.startswith(prefix) and k.endswith(suffix)]
-    return int(statistics.mean(sizes)) if sizes else 0
+def _publish(code: Path, root: Path, n: int, now_ms: int, public: str) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(root), "--symbols", str(n),
+                          "--now", str(now_ms), "--public", public],
+                         env=env, check=True, capture_output=True, text=True, cwd=code)
+    return json.loads(out.stdout)
 
 
-def run(n_symbols: int, n_candles: int) -> dict[str, Any]:
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return round(statistics.median(r[key] for r in runs), 4)
+
+
+def run(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    codes = {"this": REPO, **({"compare": Path(args.compare).resolve()} if args.compare else {})}
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
-        root = Path(tmp)
-        symbols = [f"C{i:03d}/USDT" for i in range(n_symbols)]
-        settings = load_settings(data_dir=root / "data", public_dir=root / "public", target_symbols=symbols)
-        store = SQLiteStore(root / "data" / "candles.sqlite3")
-        last_open = tfs.last_closed_open(NOW_MS, "1h")
-        for i, symbol in enumerate(symbols):
-            seed(store, settings, symbol, n_candles, last_open, NOW_MS, i)
-        cold = publish_site(store, settings, now_ms=NOW_MS)
-        warm = publish_site(store, settings, now_ms=NOW_MS)
-        for i, symbol in enumerate(symbols):
-            seed(store, settings, symbol, n_candles + 1, last_open + H, NOW_MS + H, i)
-        cycle = publish_site(store, settings, now_ms=NOW_MS + H)
-        store.close()
-    series_pages = [k for k in cold.sizes if k.endswith("_1h.html")]
-    return {
-        "symbols": n_symbols,
-        "files": len(cold.sizes),
-        "seconds": {"cold": round(cold.duration_s, 3), "warm": round(warm.duration_s, 3),
-                    "cycle": round(cycle.duration_s, 3)},
-        "written": {"cold": len(cold.written), "warm": len(warm.written), "cycle": len(cycle.written)},
-        "bytes_written": {"cold": cold.bytes_written, "warm": warm.bytes_written, "cycle": cycle.bytes_written},
-        "bytes_per_file": {
-            "history_json": mean_size(cold, "history_", ".json"),
-            "prediction_json": mean_size(cold, "prediction_", ".json"),
-            "series_html": int(statistics.mean(cold.sizes[k] for k in series_pages)),
-            "index_html": cold.sizes["index.html"],
-            "status_html": cold.sizes["status.html"],
-            "manifest_json": cold.sizes["manifest.json"],
-            "status_json": cold.sizes["status.json"],
-        },
-        "total_bytes": sum(cold.sizes.values()),
-    }
+        t0 = time.perf_counter()
+        world = World(Path(tmp), n, args.candles, args.replay, args.cycles + 1)
+        setup_s = time.perf_counter() - t0
+        runs: dict[str, dict[str, Any]] = {name: {"cycle": []} for name in codes}
+        for name, code in codes.items():
+            runs[name]["cold"] = _publish(code, world.root, n, world.now_ms, f"public-{name}")
+            runs[name]["warm"] = _publish(code, world.root, n, world.now_ms, f"public-{name}")
+        for c in range(args.cycles):
+            world.hour()
+            order = list(codes.items()) if c % 2 == 0 else list(codes.items())[::-1]
+            for name, code in order:
+                runs[name]["cycle"].append(_publish(code, world.root, n, world.now_ms, f"public-{name}"))
+        world.store.close()
+    result: dict[str, Any] = {"symbols": n, "setup_s": round(setup_s, 1), "loadavg": os.getloadavg()}
+    for name, r in runs.items():
+        cycle = r["cycle"]
+        result[name] = {
+            "cold_s": r["cold"]["seconds"], "warm_s": r["warm"]["seconds"],
+            "cycle_p50_s": _median(cycle, "seconds"), "cycle_max_s": max(x["seconds"] for x in cycle),
+            "cycle_ms_per_series": round(_median(cycle, "seconds") / n * 1000, 2),
+            "cycle_written": cycle[-1]["written"], "files": r["cold"]["files"],
+            "cycle_bytes_written": cycle[-1]["bytes_written"], "series_html_bytes": r["cold"]["series_html_bytes"],
+            "rss_before_mib": max(x["rss_before_mib"] for x in cycle),
+            "rss_peak_mib": max(x["rss_peak_mib"] for x in [r["cold"], r["warm"], *cycle]),
+        }
+    if "compare" in result:
+        result["cycle_speedup"] = round(result["compare"]["cycle_p50_s"] / result["this"]["cycle_p50_s"], 2)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1,10,50", help="comma-separated symbol counts")
+    parser.add_argument("--sizes", default="10,50,500", help="comma-separated symbol counts")
     parser.add_argument("--candles", type=int, default=400, help="stored 1h candles per symbol")
+    parser.add_argument("--replay", type=int, default=6, help="hours replayed and scored before measuring")
+    parser.add_argument("--cycles", type=int, default=3, help="measured cycle publishes per size")
+    parser.add_argument("--compare", help="another checkout whose publish runs side by side")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--symbols", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--now", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--public", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    results = [run(n, args.candles) for n in sizes]
+    if args.child:
+        json.dump(child(Path(args.child), args.symbols, args.now, args.public), sys.stdout)
+        return 0
+    results = [run(int(s), args) for s in args.sizes.split(",") if s.strip()]
     json.dump({"benchmark": "publish_site", "timeframe": "1h", "candles_per_symbol": args.candles,
-               "results": results}, sys.stdout, indent=2)
+               "replayed_hours": args.replay, "results": results}, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 

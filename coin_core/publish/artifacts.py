@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+import pydantic_core
+
+from ..errors import PublishError
 from ..freshness import SIGNALS, STATUSES, Freshness
 from ..status import StatusPicture
 from ..status import overall as judge_overall
@@ -29,7 +33,7 @@ from .models import (
     schema_name,
 )
 
-__all__ = ["history_file", "prediction_file", "manifest_file", "status_file", "track_record_file", "overall",
+__all__ = ["history_bytes", "prediction_bytes", "manifest_file", "status_file", "track_record_file", "overall",
            "schema_files", "to_bytes"]
 
 
@@ -38,36 +42,55 @@ def to_bytes(model: HistoryFile | PredictionFile | ManifestFile | StatusFile | T
     return model.model_dump_json().encode("utf-8")
 
 
-def history_file(state: SeriesState) -> HistoryFile:
-    """Candles when served; a blocked marker (no candles, the reason) otherwise."""
+def history_bytes(state: SeriesState) -> bytes:
+    """``history_*.json``: candles when served; a blocked marker (no candles, the reason) otherwise."""
     fresh = state.history
-    rows = state.candles.to_dict("records") if fresh.served else []
-    return HistoryFile(
+    envelope = HistoryFile(
         symbol=state.symbol, timeframe=state.timeframe, served=fresh.served, status=fresh.status,
-        signals=list(fresh.signals), reason=fresh.reason, latest_ts=state.latest_ts,
-        candles=[CandleRow(**{k: (int(v) if k == "ts" else float(v)) for k, v in row.items()}) for row in rows],
+        signals=list(fresh.signals), reason=fresh.reason, latest_ts=state.latest_ts, candles=[],
     )
+    return _with_rows(envelope, "candles", _records(state.candles, CANDLE_FIELDS) if fresh.served else [])
 
 
-def prediction_file(state: SeriesState) -> PredictionFile | None:
-    """The served forecast, a blocked marker, or None for a timeframe that is not predicted."""
+def prediction_bytes(state: SeriesState) -> bytes | None:
+    """``prediction_*.json``: the served forecast, a blocked marker, or None for a timeframe
+    that is not predicted."""
     fresh, forecast = state.prediction, state.forecast
     if fresh is None:
         return None
     points = state.served_points
     shown = forecast if points is not None else None
-    return PredictionFile(
+    envelope = PredictionFile(
         symbol=state.symbol, timeframe=state.timeframe, served=fresh.served, status=fresh.status,
         signals=list(fresh.signals), reason=fresh.reason,
         model_version=None if shown is None else shown.model_version,
         issued_at=None if shown is None else shown.issued_at,
-        input_last_ts=None if shown is None else shown.input_last_ts,
-        points=[] if points is None else [
-            ForecastPoint(ts=int(r["ts"]), yhat=float(r["yhat"]), yhat_lower=float(r["yhat_lower"]),
-                          yhat_upper=float(r["yhat_upper"]))
-            for r in points.to_dict("records")
-        ],
+        input_last_ts=None if shown is None else shown.input_last_ts, points=[],
     )
+    return _with_rows(envelope, "points", [] if points is None else _records(points, POINT_FIELDS))
+
+
+CANDLE_FIELDS = tuple(CandleRow.model_fields)
+POINT_FIELDS = tuple(ForecastPoint.model_fields)
+
+
+def _records(frame: pd.DataFrame, fields: tuple[str, ...]) -> list[dict[str, int | float]]:
+    """Rows as plain dicts in the row model's field order: ``ts`` an int, the rest floats."""
+    columns = [frame[name].to_numpy(dtype="int64" if name == "ts" else "float64").tolist() for name in fields]
+    return [dict(zip(fields, row)) for row in zip(*columns)]
+
+
+def _with_rows(envelope: HistoryFile | PredictionFile, field: str, rows: list[dict[str, int | float]]) -> bytes:
+    """The envelope's JSON with its (last, empty) list ``field`` filled with ``rows``.
+
+    The envelope is validated by its model; the rows, typed by :func:`_records`, are serialised
+    by the same pydantic-core serializer: the bytes equal ``model_dump_json`` of the full model
+    (a test checks), without building one model per candle (that was a third of a publish).
+    """
+    head, empty = to_bytes(envelope), f'"{field}":[]}}'.encode()
+    if not head.endswith(empty):
+        raise PublishError(f"{type(envelope).__name__}.{field} must be the model's last field")
+    return head[: -len(b"[]}")] + pydantic_core.to_json(rows) + b"}"
 
 
 def _ref(file: str, fresh: Freshness) -> ArtifactRef:

@@ -10,6 +10,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -73,11 +74,11 @@ class SeriesState:
         """The pair's quote currency: the unit of every price of the series."""
         return self.symbol.split("/", 1)[1] if "/" in self.symbol else ""
 
-    @property
+    @cached_property
     def slug(self) -> str:
         return slug(self.symbol)
 
-    @property
+    @cached_property
     def files(self) -> SeriesFiles:
         return series_files(self.symbol, self.timeframe)
 
@@ -93,7 +94,9 @@ class SeriesState:
     def status(self) -> FreshnessStatus:
         return series_status(self.history, self.prediction, self.forecast is not None)
 
-    @property
+    # Derived from the frames once per state (pages ask for them dozens of times); the state is
+    # frozen, so a cached value cannot go stale.
+    @cached_property
     def last_close(self) -> float | None:
         return None if self.candles.empty else float(self.candles["close"].iloc[-1])
 
@@ -109,7 +112,7 @@ class SeriesState:
             return None
         return self.forecast.points
 
-    @property
+    @cached_property
     def shown_points(self) -> pd.DataFrame | None:
         """The forecast points a page shows: only those after the latest stored candle.
 
@@ -124,7 +127,7 @@ class SeriesState:
             points = points[points["ts"] > self.latest_ts]
         return points.reset_index(drop=True)
 
-    @property
+    @cached_property
     def next_point(self) -> ForecastPoint | None:
         """The first shown forecast point (the candle after the latest stored one)."""
         points = self.shown_points

@@ -30,10 +30,10 @@ from ..fsutil import safe_child
 from ..status import StatusPicture, build_status
 from ..storage.base import CandleStore
 from .artifacts import (
-    history_file, manifest_file, overall, prediction_file, schema_files, status_file, to_bytes, track_record_file,
+    history_bytes, manifest_file, overall, prediction_bytes, schema_files, status_file, to_bytes, track_record_file,
 )
 from .collect import SeriesState, collect_series
-from .render import DEFAULT_TEMPLATES_DIR, SiteContext, make_environment, render_pages
+from .render import DEFAULT_TEMPLATES_DIR, SiteContext, make_environment, render_pages, template_cache_dir
 from .staging import Generation
 
 __all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts"]
@@ -118,14 +118,14 @@ def build_artifacts(
     picture: StatusPicture | None = None,
 ) -> list[tuple[str, bytes]]:
     """Every file of the site, in write order, rendered in memory."""
-    env = make_environment(templates_dir)
+    env = make_environment(templates_dir, template_cache_dir(settings.data_dir))
     css_href, css = _css(templates_dir)
     files: list[tuple[str, bytes]] = [(".nojekyll", b""), (css_href, css), *schema_files()]
     for state in states:
-        files.append((state.files.history, to_bytes(history_file(state))))
-        prediction = prediction_file(state)
+        files.append((state.files.history, history_bytes(state)))
+        prediction = prediction_bytes(state)
         if prediction is not None:
-            files.append((state.files.prediction, to_bytes(prediction)))
+            files.append((state.files.prediction, prediction))
     status_doc = status_file(states, now_ms, picture)
     files.append(("status.json", to_bytes(status_doc)))
     files.append(("track_record.json", to_bytes(track_record_file(states))))
@@ -159,6 +159,7 @@ def publish_site(
         writer = _Writer(report.public_dir, report, generation)
         for rel, data in files:
             writer.put(rel, data)
+        generation.seal()
     except BaseException:
         generation.discard()
         raise

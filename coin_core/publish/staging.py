@@ -1,7 +1,10 @@
 """One publish generation: staged outside the served directory, then flipped into it.
 
-Every changed file of a run is first written in full (and fsynced) under a private run
-directory in the staging area; only when all of them are on disk are they renamed into
+Every changed file of a run is first written in full under a private run directory in the
+staging area, then all of them are fsynced (:meth:`Generation.seal`: writeback is started for
+each file as it is written and the fsyncs run on a few threads, so the file system commits them
+in a handful of journal transactions instead of one per file; one fsync after another cost ~3 ms
+a file here, most of a cycle's publish); only when all of them are on disk are they renamed into
 ``public/``, in the order given (data, pages, then ``index.html`` and ``manifest.json``). A run
 that fails while staging (a full disk, a read-only file system) removes its run directory and
 leaves ``public/`` exactly as the last good publish left it: a reader never sees a mix of two
@@ -23,10 +26,11 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import PublishError
-from ..fsutil import STALE_TEMP_S, durable_write_bytes, remove_stale_temps
+from ..fsutil import STALE_TEMP_S, remove_stale_temps
 
 __all__ = ["Generation", "staging_root", "RUN_PREFIX"]
 
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 
 RUN_PREFIX = "run-"
 INNER_STAGING = ".staging"
+SYNC_THREADS = 8  # fsync releases the GIL; concurrent ones share journal commits
 
 
 def staging_root(public: Path) -> Path:
@@ -77,7 +82,7 @@ def _remove_stale_runs(root: Path, older_than_s: float) -> list[str]:
 
 
 class Generation:
-    """Stage files with :meth:`stage`, then :meth:`flip` them into ``public`` or :meth:`discard`."""
+    """Stage files with :meth:`stage`, :meth:`seal` them, then :meth:`flip` them into ``public`` or :meth:`discard`."""
 
     def __init__(self, public: Path, *, stale_after_s: float = STALE_TEMP_S) -> None:
         self.public = Path(public)
@@ -93,19 +98,47 @@ class Generation:
         self.staged: list[str] = []
 
     def stage(self, rel: str, data: bytes) -> None:
-        """Write ``rel`` in full to the run directory; PublishError (nothing served changed) if not."""
+        """Write ``rel`` in full to the run directory (durable only after :meth:`seal`);
+        PublishError (nothing served changed) if it cannot be."""
         path = self.dir / rel
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            durable_write_bytes(path, data)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                with open(fd, "wb", closefd=False) as handle:
+                    handle.write(data)
+                os.fchmod(fd, 0o644)  # whatever the umask: the site is world-readable
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # start writeback now, for seal()
+            finally:
+                os.close(fd)
         except OSError as exc:
-            raise PublishError(
-                f"cannot write {rel} (staged in {self.root}): {exc.strerror or exc}; the previous site is kept"
-            ) from exc
+            raise self._error(rel, exc) from exc
         self.staged.append(rel)
 
+    def seal(self) -> None:
+        """fsync every staged file (a full disk can first show here); PublishError if one fails."""
+        with ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="publish-fsync") as pool:
+            failures = [(rel, exc) for rel, exc in pool.map(self._sync, self.staged) if exc is not None]
+        if failures:
+            rel, exc = failures[0]
+            raise self._error(rel, exc) from exc
+
+    def _sync(self, rel: str) -> tuple[str, OSError | None]:
+        try:
+            fd = os.open(self.dir / rel, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            return rel, exc
+        return rel, None
+
+    def _error(self, rel: str, exc: OSError) -> PublishError:
+        return PublishError(f"cannot write {rel} (staged in {self.root}): {exc.strerror or exc}; the previous site is kept")
+
     def flip(self) -> None:
-        """Rename every staged file into ``public`` in staging order, then drop the run directory."""
+        """Rename every staged (and sealed) file into ``public`` in staging order, then drop the run directory."""
         try:
             for rel in self.staged:
                 target = self.public / rel
