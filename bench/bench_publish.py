@@ -43,8 +43,10 @@ T0_MS = 1_714_564_800_000 + 600_000  # 2024-05-01 12:10 UTC
 def _settings(root: Path, n: int, public: str = "public"):  # type: ignore[no-untyped-def]
     from coin_core.config import load_settings
 
-    return load_settings(data_dir=root / "data", public_dir=root / public,
-                         target_symbols=[f"C{i:03d}/USDT" for i in range(n)])
+    symbols = [f"C{i:03d}/USDT" for i in range(n)]
+    settings = load_settings(data_dir=root / "data", public_dir=root / public, target_symbols=symbols[:1])
+    # More symbols than TARGET_SYMBOLS allows today (issue 8 asks for 500): set past the bound.
+    return settings.model_copy(update={"target_symbols": symbols})
 
 
 def _rss_mib() -> float:

@@ -78,6 +78,19 @@ def test_history_and_prediction_content(site_world: SiteWorld) -> None:
     assert btc.last_close == history.candles[-1].close and btc.visible
 
 
+def test_data_files_are_exactly_their_models_json(site_world: SiteWorld) -> None:
+    """Rows are serialised without a model per row: the bytes must still be the model's own JSON."""
+    for now, served in ((site_world.now_ms, True), (site_world.now_ms + 7 * H, False)):  # then hard stale: markers
+        names = [n for n in site_world.publish(now_ms=now).written if n.startswith(("history_", "prediction_"))]
+        assert len(names) == 4
+        for name in names:
+            data = (site_world.public / name).read_bytes()
+            model = DATA_MODELS[name.split("_", 1)[0]].model_validate_json(data)
+            assert model.model_dump_json().encode("utf-8") == data, name
+            rows = model.candles if isinstance(model, HistoryFile) else model.points
+            assert model.served is served and (len(rows) > 0) is served
+
+
 def test_history_serves_only_the_policy_window(site_world: SiteWorld) -> None:
     site_world.seed_series("BTC/USDT", n=400, start=61_000.0)
     site_world.publish()
@@ -286,6 +299,34 @@ def test_a_template_failing_on_one_series_changes_nothing(site_world: SiteWorld,
     with pytest.raises(PublishError, match="ETH/USDT 1h"):
         site_world.publish(templates_dir=templates)
     assert snapshot(site_world.public) == before  # everything renders before anything is written
+
+
+def test_compiled_templates_are_kept_on_disk_and_never_trusted_blindly(
+        site_world: SiteWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh process reuses the compiled templates (no parsing); a damaged or unwritable cache
+    only costs a compile, never a page."""
+    from jinja2 import Environment
+
+    from coin_core.publish import render
+
+    first = site_world.publish()
+    cache = render.template_cache_dir(site_world.settings.data_dir)
+    files = sorted(cache.glob("*.cache"))
+    assert len(files) >= 10 and all(f.read_bytes().startswith(b"j2") for f in files)
+    render._environment.cache_clear()  # what a new flow-run process starts with
+    with monkeypatch.context() as patched:
+        patched.setattr(Environment, "_parse", lambda *a, **k: pytest.fail("a cached template was parsed again"))
+        assert site_world.publish().written == []
+    for f in files:
+        f.write_bytes(b"j2 not a compiled template")
+    render._environment.cache_clear()
+    assert site_world.publish().written == []  # recompiled: the same bytes
+    assert all(f.read_bytes() != b"j2 not a compiled template" for f in files)
+    shutil.rmtree(cache.parent)
+    cache.parent.write_text("a file where the cache directory goes")
+    render._environment.cache_clear()
+    report = site_world.publish(now_ms=site_world.now_ms + 60_000)
+    assert "status.html" in report.written and sorted(first.written) == sorted(report.written + report.unchanged)
 
 
 def test_missing_templates_are_a_publish_error(site_world: SiteWorld, tmp_path: Path) -> None:

@@ -63,3 +63,16 @@ def test_environment_autoescapes_every_template_and_string() -> None:
     env = make_environment()
     assert env.from_string("{{ x }}").render(x=SCRIPT) == str(escape(SCRIPT))
     assert env.autoescape("anything.txt") and env.autoescape("page.html")
+
+
+def test_chart_markup_built_in_python_escapes_its_text() -> None:
+    """The candle and forecast-point elements are drawn outside Jinja: their titles are escaped too."""
+    from coin_core.publish.chart import Chart, ChartCandle, ChartPoint, candles_markup, points_markup
+
+    chart = Chart(candles=[ChartCandle(ts=1, x=1.5, body_x=1.0, body_w=1.0, body_y=2.0, body_h=0.8, wick_top=1.0,
+                                       wick_bottom=3.0, up=False, title=SCRIPT + ATTR_BREAK)],
+                  points=[ChartPoint(ts=2, x=4.5, y=2.5, title=ERROR)])
+    candles, points = str(candles_markup(chart)), str(points_markup(chart))
+    assert SCRIPT not in candles and ATTR_BREAK not in candles and ERROR not in points
+    assert f"<title>{escape(SCRIPT + ATTR_BREAK)}</title>" in candles and f"<title>{escape(ERROR)}</title>" in points
+    assert candles.startswith('    <g class="candle down" data-ts="1">') and 'cx="4.5" cy="2.5"' in points
