@@ -6,7 +6,8 @@ forecast, ``--replay`` hours replayed cycle by cycle (candle -> forecast) and sc
 series has a forecast, models, a scored track record and events, as on a live site.
 
 Every publish runs in a fresh process (as a Prefect process worker runs each flow run), timed
-from the call to ``publish_site`` (imports excluded); ``rss_peak_mib`` is the process's peak RSS
+from the call to ``publish_site`` (imports excluded), wall and CPU (all threads) seconds, the
+latter less sensitive to other load on the machine; ``rss_peak_mib`` is the process's peak RSS
 after it, ``rss_before_mib`` before it (interpreter + imports + store open). Per size:
 
 - ``cold``: empty public dir, every file written;
@@ -61,11 +62,11 @@ def child(root: Path, n: int, now_ms: int, public: str) -> dict[str, Any]:
     settings = _settings(root, n, public)
     store = SQLiteStore(root / "data" / "candles.sqlite3")
     before = _rss_mib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     report = publish_site(store, settings, now_ms=now_ms)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     store.close()
-    return {"seconds": round(seconds, 4), "written": len(report.written), "files": len(report.sizes),
+    return {"seconds": round(seconds, 4), "cpu_s": round(cpu, 4), "written": len(report.written), "files": len(report.sizes),
             "bytes_written": report.bytes_written, "rss_before_mib": before, "rss_peak_mib": _rss_mib(),
             "series_html_bytes": max((v for k, v in report.sizes.items() if k.endswith("_1h.html")), default=0)}
 
@@ -180,6 +181,8 @@ def run(n: int, args: argparse.Namespace) -> dict[str, Any]:
             "cold_s": r["cold"]["seconds"], "warm_s": r["warm"]["seconds"],
             "cycle_p50_s": _median(cycle, "seconds"), "cycle_max_s": max(x["seconds"] for x in cycle),
             "cycle_ms_per_series": round(_median(cycle, "seconds") / n * 1000, 2),
+            "cycle_cpu_p50_s": _median(cycle, "cpu_s"),
+            "cycle_cpu_ms_per_series": round(_median(cycle, "cpu_s") / n * 1000, 2),
             "cycle_written": cycle[-1]["written"], "files": r["cold"]["files"],
             "cycle_bytes_written": cycle[-1]["bytes_written"], "series_html_bytes": r["cold"]["series_html_bytes"],
             "rss_before_mib": max(x["rss_before_mib"] for x in cycle),

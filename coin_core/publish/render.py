@@ -1,8 +1,10 @@
 """HTML pages from ``site_templates/`` with an autoescaping Jinja2 environment.
 
 Every value that reaches a page (site title, symbols, model versions, error text) is escaped by
-Jinja2's autoescape; no template uses ``|safe``. Rendering happens entirely in memory before any
-file is written, so a template error leaves the previous site untouched.
+Jinja2's autoescape; no template uses ``|safe`` (the chart's candle and point elements are built
+by :mod:`coin_core.publish.chart` from numbers and ``markupsafe``-escaped text). Every page is
+rendered in memory and staged before anything is served, so a template error leaves the previous
+site untouched.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from .models import StatusFile
 from .track import build_track_chart
 from .format import format_age_s, format_candle, format_change, format_price, format_share, format_ts, sentence
 
-__all__ = ["DEFAULT_TEMPLATES_DIR", "SiteContext", "make_environment", "render_pages", "template_cache_dir"]
+__all__ = ["DEFAULT_TEMPLATES_DIR", "SiteContext", "make_environment", "render_pages", "series_page", "summary_pages",
+           "template_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +139,13 @@ def series_page(env: Environment, site: SiteContext, state: SeriesState) -> byte
 def render_pages(env: Environment, site: SiteContext, states: list[SeriesState],
                  status: StatusFile | None = None) -> list[tuple[str, bytes]]:
     """Every HTML page as (file name, bytes), series pages first and ``index.html`` last."""
-    pages = [(state.files.page, series_page(env, site, state)) for state in states]
+    return [(state.files.page, series_page(env, site, state)) for state in states] + summary_pages(env, site, states, status)
+
+
+def summary_pages(env: Environment, site: SiteContext, states: list[SeriesState],
+                  status: StatusFile | None = None) -> list[tuple[str, bytes]]:
+    """The pages about every series (status, models, evaluation, 404), ``index.html`` last."""
+    pages: list[tuple[str, bytes]] = []
     visible = [s for s in states if s.visible]
     hidden = [s for s in states if not s.visible]
     common = {"site": site, "series": states, "visible": visible, "hidden": hidden}

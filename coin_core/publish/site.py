@@ -1,13 +1,14 @@
 """``publish_site``: reconcile ``settings.public_dir`` with the store, atomically and idempotently.
 
-Each run rebuilds every artifact from current state (store + health records) in memory, then
-writes only the files whose bytes differ from what is on disk. There is no watermark: a missing
+Each run rebuilds every artifact from current state (store + health records) in memory, one
+file at a time, and stages only the files whose bytes differ from what is on disk. There is no watermark: a missing
 or corrupt file simply differs from its expected bytes and is rewritten. The data files and
 page of a series that left the configuration are removed after the new index and manifest
 (which no longer link them) are in place; nothing else in the directory is ever touched.
 
 Crash safety: every changed file is first staged in full outside ``public/`` (see
-:mod:`coin_core.publish.staging`), then renamed into place in dependency order — static assets
+:mod:`coin_core.publish.staging`), then renamed into place in dependency order (:func:`flip_rank`,
+whatever order they were rendered in) — static assets
 and schemas, data files, ``status.json``, series pages and the other pages, then ``index.html``
 and ``manifest.json`` last. A publish that fails while writing (a full disk) changes nothing that
 is served; one killed during the renames leaves every file valid and the entry points (index,
@@ -22,6 +23,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
+
+from jinja2 import Environment
 
 from ..config import Settings
 from ..errors import PublishError
@@ -33,10 +37,10 @@ from .artifacts import (
     history_bytes, manifest_file, overall, prediction_bytes, schema_files, status_file, to_bytes, track_record_file,
 )
 from .collect import SeriesState, collect_series
-from .render import DEFAULT_TEMPLATES_DIR, SiteContext, make_environment, render_pages, template_cache_dir
+from .render import DEFAULT_TEMPLATES_DIR, SiteContext, make_environment, series_page, summary_pages, template_cache_dir
 from .staging import Generation
 
-__all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts"]
+__all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts", "flip_rank"]
 
 log = logging.getLogger(__name__)
 
@@ -115,24 +119,40 @@ def _css(templates_dir: Path) -> tuple[str, bytes]:
 
 def build_artifacts(
     states: list[SeriesState], settings: Settings, now_ms: int, templates_dir: Path,
-    picture: StatusPicture | None = None,
-) -> list[tuple[str, bytes]]:
-    """Every file of the site, in write order, rendered in memory."""
-    env = make_environment(templates_dir, template_cache_dir(settings.data_dir))
+    picture: StatusPicture | None = None, env: Environment | None = None,
+) -> Iterator[tuple[str, bytes]]:
+    """Every file of the site, rendered in memory one at a time: a series' data files and page
+    together (only one series' bytes are held at once), then the files about every series."""
+    env = env or make_environment(templates_dir, template_cache_dir(settings.data_dir))
     css_href, css = _css(templates_dir)
-    files: list[tuple[str, bytes]] = [(".nojekyll", b""), (css_href, css), *schema_files()]
+    yield from [(".nojekyll", b""), (css_href, css), *schema_files()]
+    status_doc = status_file(states, now_ms, picture)
+    site = SiteContext(settings.site_title, css_href, now_ms, status_doc.overall, status_doc.reason)
     for state in states:
-        files.append((state.files.history, history_bytes(state)))
+        yield state.files.history, history_bytes(state)
         prediction = prediction_bytes(state)
         if prediction is not None:
-            files.append((state.files.prediction, prediction))
-    status_doc = status_file(states, now_ms, picture)
-    files.append(("status.json", to_bytes(status_doc)))
-    files.append(("track_record.json", to_bytes(track_record_file(states))))
-    site = SiteContext(settings.site_title, css_href, now_ms, status_doc.overall, status_doc.reason)
-    files.extend(render_pages(env, site, states, status_doc))
-    files.append(("manifest.json", to_bytes(manifest_file(states, settings.site_title))))
-    return files
+            yield state.files.prediction, prediction
+        yield state.files.page, series_page(env, site, state)
+    yield "status.json", to_bytes(status_doc)
+    yield "track_record.json", to_bytes(track_record_file(states))
+    yield from summary_pages(env, site, states, status_doc)
+    yield "manifest.json", to_bytes(manifest_file(states, settings.site_title))
+
+
+def flip_rank(rel: str) -> int:
+    """Rename order of a staged file: assets and schemas, data files, ``status.json`` and
+    ``track_record.json``, series pages, the other pages, ``index.html``, ``manifest.json``."""
+    if rel in _LAST:
+        return _LAST[rel]
+    if rel.startswith(("history_", "prediction_")) or rel in ("status.json", "track_record.json"):
+        return 1 if rel.startswith(("history_", "prediction_")) else 2
+    if rel.endswith(".html") and "/" not in rel:
+        return 3 if _SERIES_FILE.match(rel) else 4
+    return 0
+
+
+_LAST = {"index.html": 5, "manifest.json": 6}
 
 
 def publish_site(
@@ -149,7 +169,9 @@ def publish_site(
     started = time.perf_counter()
     picture = build_status(settings, now_ms=now_ms, store=store)
     states = collect_series(store, settings, now_ms, picture)
-    files = build_artifacts(states, settings, now_ms, Path(templates_dir or DEFAULT_TEMPLATES_DIR), picture)
+    folder = Path(templates_dir or DEFAULT_TEMPLATES_DIR)
+    env = make_environment(folder, template_cache_dir(settings.data_dir))  # no templates: fail before any write
+    files = build_artifacts(states, settings, now_ms, folder, picture, env)
     status, _ = overall(states, picture)
     report = PublishReport(public_dir=Path(settings.public_dir), now_ms=now_ms, overall=status,  # type: ignore[arg-type]
                            store_error=picture.store.error)
@@ -163,8 +185,9 @@ def publish_site(
     except BaseException:
         generation.discard()
         raise
-    generation.flip()
-    report.removed = _remove_orphans(report.public_dir, {rel for rel, _ in files})
+    generation.flip(order=flip_rank)
+    report.written.sort(key=flip_rank)  # the order they went live in
+    report.removed = _remove_orphans(report.public_dir, set(report.sizes))
     report.series = [
         SeriesSummary(s.symbol, s.timeframe, s.status, s.visible, s.signals, s.history.served,
                       None if s.prediction is None else s.prediction.served)

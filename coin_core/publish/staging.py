@@ -28,6 +28,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from ..errors import PublishError
 from ..fsutil import STALE_TEMP_S, remove_stale_temps
@@ -137,10 +138,11 @@ class Generation:
     def _error(self, rel: str, exc: OSError) -> PublishError:
         return PublishError(f"cannot write {rel} (staged in {self.root}): {exc.strerror or exc}; the previous site is kept")
 
-    def flip(self) -> None:
-        """Rename every staged (and sealed) file into ``public`` in staging order, then drop the run directory."""
+    def flip(self, order: Callable[[str], int] | None = None) -> None:
+        """Rename every staged (and sealed) file into ``public``, in staging order or stably
+        sorted by ``order``, then drop the run directory."""
         try:
-            for rel in self.staged:
+            for rel in self.staged if order is None else sorted(self.staged, key=order):
                 target = self.public / rel
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
