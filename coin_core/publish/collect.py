@@ -128,14 +128,20 @@ class SeriesState:
         return points.reset_index(drop=True)
 
     @cached_property
+    def shown_rows(self) -> list[ForecastPoint] | None:
+        """:attr:`shown_points` as rows, for the pages' tables."""
+        points = self.shown_points
+        if points is None:
+            return None
+        columns = [points[name].to_numpy(dtype="int64" if name == "ts" else "float64").tolist()
+                   for name in ("ts", "yhat", "yhat_lower", "yhat_upper")]
+        return [ForecastPoint.model_construct(ts=ts, yhat=y, yhat_lower=lo, yhat_upper=hi)  # typed just above
+                for ts, y, lo, hi in zip(*columns)]
+
+    @cached_property
     def next_point(self) -> ForecastPoint | None:
         """The first shown forecast point (the candle after the latest stored one)."""
-        points = self.shown_points
-        if points is None or points.empty:
-            return None
-        row = points.iloc[0]
-        return ForecastPoint(ts=int(row["ts"]), yhat=float(row["yhat"]),
-                             yhat_lower=float(row["yhat_lower"]), yhat_upper=float(row["yhat_upper"]))
+        return self.shown_rows[0] if self.shown_rows else None
 
 
 _ERROR_KIND = re.compile(r"^([A-Z][A-Za-z]{2,40}Error)\b")
