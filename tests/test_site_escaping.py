@@ -76,3 +76,14 @@ def test_chart_markup_built_in_python_escapes_its_text() -> None:
     assert SCRIPT not in candles and ATTR_BREAK not in candles and ERROR not in points
     assert f"<title>{escape(SCRIPT + ATTR_BREAK)}</title>" in candles and f"<title>{escape(ERROR)}</title>" in points
     assert candles.startswith('    <g class="candle down" data-ts="1">') and 'cx="4.5" cy="2.5"' in points
+
+
+def test_track_chart_markers_built_in_python_escape_their_text() -> None:
+    from coin_core.publish.track import TrackChart, TrackMarker, markers_markup
+
+    chart = TrackChart(markers=[TrackMarker(ts=3, x=1.5, y=2.5, covered=True, title=SCRIPT),
+                                TrackMarker(ts=4, x=3.5, y=1.5, covered=False, title=ATTR_BREAK)])
+    text = str(markers_markup(chart))
+    assert SCRIPT not in text and ATTR_BREAK not in text
+    assert f"<title>{escape(SCRIPT)}</title>" in text and f"<title>{escape(ATTR_BREAK)}</title>" in text
+    assert 'class="track-marker held" data-ts="3" cx="1.5" cy="2.5"' in text and 'track-marker missed" data-ts="4"' in text

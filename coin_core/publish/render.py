@@ -25,7 +25,7 @@ from ..freshness import FreshnessStatus
 from .chart import Chart, build_chart, candles_markup, points_markup
 from .collect import SeriesState
 from .models import StatusFile
-from .track import build_track_chart
+from .track import build_track_chart, markers_markup
 from .format import format_age_s, format_candle, format_change, format_price, format_share, format_ts, sentence
 
 __all__ = ["DEFAULT_TEMPLATES_DIR", "SiteContext", "make_environment", "render_pages", "series_page", "summary_pages",
@@ -112,7 +112,8 @@ def _environment(folder: str, cache_dir: str | None = None) -> Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(price=format_price, ts=format_ts, candle=format_candle, age=format_age_s, change=format_change,
-                       sentence=sentence, pct=format_share, candle_marks=candles_markup, point_marks=points_markup)
+                       sentence=sentence, pct=format_share, candle_marks=candles_markup, point_marks=points_markup,
+                       track_marks=markers_markup)
     return env
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from markupsafe import Markup, escape
+
 from ..lifecycle.report import ChartPoint as TrackPoint
 from ..timeframes import Timeframe
 from .chart import (
@@ -18,7 +20,7 @@ from .chart import (
 )
 from .format import format_price, format_ts
 
-__all__ = ["TrackMarker", "TrackChart", "build_track_chart"]
+__all__ = ["TrackMarker", "TrackChart", "build_track_chart", "markers_markup"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,13 @@ def build_track_chart(points: list[TrackPoint], tf: Timeframe) -> TrackChart | N
     _time_labels(labelled, scale, [p.ts for p in points], tf)
     chart.x_labels = labelled.x_labels
     return chart
+
+
+_MARKER = ('    <circle class="track-marker {cls}" data-ts="{m.ts}" cx="{m.x}" cy="{m.y}" r="2.6">'
+           '<title>{title}</title></circle>\n')
+
+
+def markers_markup(chart: TrackChart) -> Markup:
+    """The chart's ``<circle class="track-marker">`` elements, one line each (see chart.candles_markup)."""
+    return Markup("".join(_MARKER.format(m=m, cls="held" if m.covered else "missed", title=escape(m.title))
+                          for m in chart.markers))
