@@ -28,7 +28,7 @@ from .timeframes import Timeframe, parse_timeframe
 __all__ = ["Settings", "load_settings", "redact_url", "MAX_SYMBOLS", "MAX_LOOKBACK"]
 
 StoreKind = Literal["sqlite", "influxdb"]
-MAX_SYMBOLS = 200
+MAX_SYMBOLS = 1000  # issue 8 scales a cycle to 500 symbols; beyond 1,000 split the configuration
 MAX_LOOKBACK = 5_000_000  # candles; ~570 years of 1h, more than any exchange holds
 _TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")  # printable ASCII, no whitespace: it goes in a header
 _EXCHANGE_ID = re.compile(r"[a-z][a-z0-9_]{1,31}")

@@ -162,7 +162,7 @@ BAD_SETTINGS: list[tuple[str, str]] = [
     *[("TARGET_SYMBOLS", v) for v in (
         "btc/uſdt", "BTC/USDT,ﬀ/USDT", "ＢＴＣ/USDT", "BTC/USDT\u00a0", "\u2003BTC/USDT", "../../etc/passwd",
         "BTC/USDT/X", "", ",", " , ", "BTC-USDT", "<script>/X", "BTC/USDT\n", "ıNJ/USDT",
-        ",".join(f"S{i:03d}/USDT" for i in range(201)),
+        ",".join(f"S{i:04d}/USDT" for i in range(1001)),
     )],
     *[("INGEST_TIMEFRAMES", v) for v in ("1d", "1h,1w", "2h", "1H", "\u00a01h", "", "1m\u200b")],
 ]
