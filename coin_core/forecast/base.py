@@ -41,6 +41,9 @@ __all__ = [
     "check_history",
     "check_targets",
     "check_prediction",
+    "check_points",
+    "check_recent",
+    "points_to_frame",
     "model_class",
     "read_artifact",
     "read_metadata",
@@ -163,33 +166,61 @@ def check_targets(target_ts: Sequence[int]) -> np.ndarray:
 BAND_TOLERANCE = 1e-9  # float noise allowed in lower <= upper, relative to the price
 
 
-def check_prediction(frame: pd.DataFrame, target_ts: np.ndarray) -> pd.DataFrame:
-    """Enforce the output contract; a model that breaks it raises instead of publishing junk."""
-    out = frame[list(PREDICTION_COLUMNS)].reset_index(drop=True)
-    out = out.astype({"ts": "int64", "yhat": "float64", "yhat_lower": "float64", "yhat_upper": "float64"})
-    if len(out) != len(target_ts) or not (out["ts"].to_numpy() == target_ts).all():
+def check_points(values: np.ndarray, target_ts: np.ndarray) -> np.ndarray:
+    """:func:`check_prediction` on a ``(n, 3)`` array of yhat, lower, upper (the serving path)."""
+    values = np.array(values, dtype="float64")  # a copy: the widening below must not leak back
+    if values.ndim != 2 or values.shape != (len(target_ts), 3):
         raise ModelError("prediction does not match the requested target timestamps")
-    values = out[["yhat", "yhat_lower", "yhat_upper"]].to_numpy()
     if not np.isfinite(values).all():
         raise ModelError("prediction contains non-finite values")
-    _reject_inverted_band(out, values)
+    _reject_inverted_band(target_ts, values)
     # Sampled bands (Prophet) can miss yhat by sampling noise; widen them to contain it.
-    out["yhat_lower"] = np.minimum(out["yhat_lower"], out["yhat"])
-    out["yhat_upper"] = np.maximum(out["yhat_upper"], out["yhat"])
-    return out
+    values[:, 1] = np.minimum(values[:, 1], values[:, 0])
+    values[:, 2] = np.maximum(values[:, 2], values[:, 0])
+    return values
 
 
-def _reject_inverted_band(out: pd.DataFrame, values: np.ndarray) -> None:
+def check_prediction(frame: pd.DataFrame, target_ts: np.ndarray) -> pd.DataFrame:
+    """Enforce the output contract; a model that breaks it raises instead of publishing junk."""
+    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ModelError(f"prediction lacks column(s): {', '.join(missing)}")
+    ts = frame["ts"].to_numpy(dtype="int64")
+    if len(ts) != len(target_ts) or not (ts == target_ts).all():
+        raise ModelError("prediction does not match the requested target timestamps")
+    values = check_points(np.column_stack([frame[c].to_numpy(dtype="float64") for c in PREDICTION_COLUMNS[1:]]), ts)
+    return points_to_frame(ts, values)
+
+
+def points_to_frame(target_ts: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """The ``PREDICTION_COLUMNS`` frame of checked ``(n, 3)`` points."""
+    return pd.DataFrame({"ts": np.asarray(target_ts, dtype="int64"), "yhat": values[:, 0],
+                         "yhat_lower": values[:, 1], "yhat_upper": values[:, 2]})
+
+
+def _reject_inverted_band(target_ts: np.ndarray, values: np.ndarray) -> None:
     """lower > upper is a broken model, not noise: raise. The tolerance is relative to the price
     scale, so a BTC band and a SHIB band are judged alike."""
     scale = np.maximum(np.abs(values).max(axis=1), np.finfo("float64").tiny)
-    inverted = (out["yhat_lower"] - out["yhat_upper"]).to_numpy() > BAND_TOLERANCE * scale
+    inverted = (values[:, 1] - values[:, 2]) > BAND_TOLERANCE * scale
     if inverted.any():
         first = int(np.argmax(inverted))
         raise ModelError(
-            f"prediction band is inverted at ts={int(out['ts'].iloc[first])}: lower "
-            f"{out['yhat_lower'].iloc[first]!r} > upper {out['yhat_upper'].iloc[first]!r}"
+            f"prediction band is inverted at ts={int(target_ts[first])}: lower "
+            f"{float(values[first, 1])!r} > upper {float(values[first, 2])!r}"
         )
+
+
+def check_recent(ts: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`check_history` (at least one row) for a ``recent`` tail given as arrays."""
+    ts, y = np.asarray(ts, dtype="int64"), np.asarray(y, dtype="float64")
+    if ts.ndim != 1 or ts.shape != y.shape or len(ts) < 1:
+        raise ModelError("recent tail needs matching ts and y arrays with at least 1 row")
+    if not np.isfinite(y).all():
+        raise ModelError("history contains non-finite values")
+    if not (np.diff(ts) > 0).all():
+        raise ModelError("history timestamps must be strictly increasing")
+    return ts, y
 
 
 # ---- the contract ---------------------------------------------------------------------------
@@ -241,6 +272,25 @@ class Model(ABC):
             raise ModelError(f"{self.name} predict failed: {type(exc).__name__}: {exc}") from exc
         return check_prediction(frame, targets)
 
+    def predict_points(self, target_ts: Sequence[int] | np.ndarray, recent_ts: np.ndarray | None = None,
+                       recent_y: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`predict` as a checked ``(n, 3)`` array of yhat, lower, upper, the ``recent`` tail
+        given as two arrays: the serving path, with no pandas frame built on the way.
+
+        The same numbers as ``predict`` (both go through ``_predict_arrays`` and the same checks).
+        """
+        if self.state_ is None:
+            raise ModelError(f"{self.name} model is not fitted: call fit() or load() first")
+        targets = check_targets(target_ts)
+        tail = check_recent(recent_ts, recent_y) if recent_ts is not None and len(recent_ts) else None
+        try:
+            values = self._predict_arrays(self.state_, targets, tail)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{self.name} predict failed: {type(exc).__name__}: {exc}") from exc
+        return check_points(values, targets)
+
     def predict_many(self, requests: Sequence[tuple[Sequence[int], pd.DataFrame | None]]) -> list[pd.DataFrame]:
         """``predict`` for several (targets, recent) pairs from one fit (a backtest's origins).
 
@@ -273,6 +323,10 @@ class Model(ABC):
         model, _ = read_artifact(Path(path), expect=None if cls is Model else cls.name)
         return model  # type: ignore[return-value]
 
+    def serving_state(self) -> dict[str, Any] | None:
+        """A smaller state that predicts the same (``serving.py``); None: the artifact is small."""
+        return None
+
     @property
     def is_fitted(self) -> bool:
         return self.state_ is not None
@@ -285,9 +339,21 @@ class Model(ABC):
     def _fit(self, history: pd.DataFrame) -> dict[str, Any]:
         """Return the fitted state: a JSON-able dict."""
 
-    @abstractmethod
     def _predict(self, state: dict[str, Any], target_ts: np.ndarray, recent: pd.DataFrame | None) -> pd.DataFrame:
-        """Return PREDICTION_COLUMNS for ``target_ts``."""
+        """Return PREDICTION_COLUMNS for ``target_ts``. A model implements this or
+        :meth:`_predict_arrays` (the built-in models: no frame on the serving path)."""
+        if type(self)._predict_arrays is Model._predict_arrays:
+            raise NotImplementedError(f"{type(self).__name__} implements neither _predict nor _predict_arrays")
+        tail = None if recent is None else (recent["ts"].to_numpy(dtype="int64"), recent["y"].to_numpy(dtype="float64"))
+        return points_to_frame(target_ts, self._predict_arrays(state, target_ts, tail))
+
+    def _predict_arrays(self, state: dict[str, Any], target_ts: np.ndarray,
+                        recent: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+        """``(n, 3)`` yhat, lower, upper for ``target_ts``; ``recent`` is a checked (ts, y) tail."""
+        if type(self)._predict is Model._predict:
+            raise NotImplementedError(f"{type(self).__name__} implements neither _predict nor _predict_arrays")
+        frame = self._predict(state, target_ts, None if recent is None else pd.DataFrame({"ts": recent[0], "y": recent[1]}))
+        return check_prediction(frame, target_ts)[list(PREDICTION_COLUMNS[1:])].to_numpy()
 
     def _validate_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """Check a loaded state before trusting it (ModelError on anything wrong)."""

@@ -62,12 +62,12 @@ class DriftModel(Model):
         )
         return state.model_dump()
 
-    def _predict(self, state: dict[str, Any], target_ts: np.ndarray, recent: pd.DataFrame | None) -> pd.DataFrame:
+    def _predict_arrays(self, state: dict[str, Any], target_ts: np.ndarray,
+                        recent: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         s = DriftState.model_validate(state)
         anchor_ts, anchor_y = anchor_of(s.last_ts, s.last_y, recent)
         h = steps_ahead(target_ts, anchor_ts, s.step_ms)
-        yhat, lower, upper = drift_forecast(anchor_y, s.slope, s.sigma, s.n, h, z_score(s.interval_width))
-        return pd.DataFrame({"ts": target_ts, "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper})
+        return np.column_stack(drift_forecast(anchor_y, s.slope, s.sigma, s.n, h, z_score(s.interval_width)))
 
     def _validate_state(self, state: dict[str, Any]) -> dict[str, Any]:
         try:

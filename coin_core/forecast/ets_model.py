@@ -104,11 +104,12 @@ class EtsModel(Model):
         )
         return state.model_dump()
 
-    def _predict(self, state: dict[str, Any], target_ts: np.ndarray, recent: pd.DataFrame | None) -> pd.DataFrame:
+    def _predict_arrays(self, state: dict[str, Any], target_ts: np.ndarray,
+                        recent: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         s = EtsState.model_validate(state)
         anchor = s.last_ts
         if recent is not None:
-            for ts, y in zip(recent["ts"].to_numpy(), recent["y"].to_numpy()):
+            for ts, y in zip(recent[0].tolist(), recent[1].tolist()):
                 if int(ts) <= anchor or not y > 0:
                     continue
                 for _ in range(int(steps_ahead(np.array([int(ts)]), anchor, s.step_ms)[0]) - 1):
@@ -118,8 +119,7 @@ class EtsModel(Model):
         h = steps_ahead(target_ts, anchor, s.step_ms)
         path = ets_path(s, h)
         half = z_score(s.interval_width) * s.sigma * np.sqrt(h)
-        return pd.DataFrame({"ts": target_ts, "yhat": np.exp(path), "yhat_lower": np.exp(path - half),
-                             "yhat_upper": np.exp(path + half)})
+        return np.column_stack([np.exp(path), np.exp(path - half), np.exp(path + half)])
 
     def _validate_state(self, state: dict[str, Any]) -> dict[str, Any]:
         try:

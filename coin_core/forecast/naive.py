@@ -43,10 +43,10 @@ def naive_forecast(last_y: float, sigma: float, h: np.ndarray, z: float) -> tupl
     return yhat, yhat - half, yhat + half
 
 
-def anchor_of(last_ts: int, last_y: float, recent: pd.DataFrame | None) -> tuple[int, float]:
-    """The newest observation: the fit's own or the ``recent`` tail's, whichever is later."""
-    if recent is not None and int(recent["ts"].iloc[-1]) > last_ts:
-        return int(recent["ts"].iloc[-1]), float(recent["y"].iloc[-1])
+def anchor_of(last_ts: int, last_y: float, recent: tuple[np.ndarray, np.ndarray] | None) -> tuple[int, float]:
+    """The newest observation: the fit's own or the ``recent`` (ts, y) tail's, whichever is later."""
+    if recent is not None and int(recent[0][-1]) > last_ts:
+        return int(recent[0][-1]), float(recent[1][-1])
     return last_ts, last_y
 
 
@@ -75,12 +75,12 @@ class NaiveModel(Model):
         )
         return state.model_dump()
 
-    def _predict(self, state: dict[str, Any], target_ts: np.ndarray, recent: pd.DataFrame | None) -> pd.DataFrame:
+    def _predict_arrays(self, state: dict[str, Any], target_ts: np.ndarray,
+                        recent: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         s = NaiveState.model_validate(state)
         anchor_ts, anchor_y = anchor_of(s.last_ts, s.last_y, recent)
         h = steps_ahead(target_ts, anchor_ts, s.step_ms)
-        yhat, lower, upper = naive_forecast(anchor_y, s.sigma, h, z_score(s.interval_width))
-        return pd.DataFrame({"ts": target_ts, "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper})
+        return np.column_stack(naive_forecast(anchor_y, s.sigma, h, z_score(s.interval_width)))
 
     def _validate_state(self, state: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -25,6 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+import pandas as pd
+
 from ..config import Settings
 from ..errors import DataValidationError, LockError, ModelError, StorageError
 from ..health import PredictionHealth, read_prediction_health, write_prediction_health
@@ -33,7 +36,7 @@ from ..symbols import parse_symbol
 from ..timeframes import Timeframe, add, parse_timeframe
 from . import registry
 from .bands import VOL_ROWS, serve_bands
-from .base import Model, ModelSpec
+from .base import Model, ModelSpec, points_to_frame
 from .decision import bootstrap_decision
 from .events import Actor
 from .registry import RegisteredModel
@@ -111,7 +114,7 @@ def _models(settings: Settings, symbol: str, tf: Timeframe) -> list[tuple[Regist
     loaded: list[tuple[RegisteredModel, Model | None, str | None]] = []
     for entry in registry.registered(settings, symbol, tf):
         try:
-            loaded.append((entry, registry.load_version(settings, symbol, tf, entry.version)[0], None))
+            loaded.append((entry, registry.load_serving(settings, symbol, tf, entry.version), None))
         except ModelError as exc:
             loaded.append((entry, None, short_error(exc)))
     return loaded
@@ -146,12 +149,12 @@ def forecast_series(
         version = champion.version
         if model is None or champion.role != "champion":
             raise ModelError(problem or "no champion registered")
-        history = store.tail(symbol, tf, max(RECENT_ROWS, VOL_ROWS))[["ts", "close"]].rename(columns={"close": "y"})
-        recent = history.tail(RECENT_ROWS).reset_index(drop=True)
-        latest = int(recent["ts"].iloc[-1])
-        targets = target_times(latest, tf, policy.horizon)
-        closes = history["y"].to_numpy()
-        points = serve_bands(settings, symbol, tf, model.name, model.predict(targets, recent=recent), closes)
+        history = store.tail(symbol, tf, max(RECENT_ROWS, VOL_ROWS))
+        stamps, closes = history["ts"].to_numpy(dtype="int64"), history["close"].to_numpy(dtype="float64")
+        recent = (stamps[-RECENT_ROWS:], closes[-RECENT_ROWS:])
+        latest = int(stamps[-1])
+        targets = np.asarray(target_times(latest, tf, policy.horizon), dtype="int64")
+        points = _banded(settings, symbol, tf, model, targets, recent, closes)
         store.write_forecast(Forecast(symbol, tf, now_ms, version, latest, points, "champion", champion.metadata.spec.name))
     except Exception as exc:  # noqa: BLE001 - the cycle must go on for the other series
         error = short_error(exc)
@@ -162,8 +165,15 @@ def forecast_series(
     _health(settings, symbol, tf, PredictionHealth(status="ok", updated_at=now_ms, last_success_at=now_ms, model_version=version))
     errors = _shadows(store, settings, symbol, tf, models[1:], (now_ms, latest, targets, recent, closes))
     _prune(store, settings, symbol, tf, now_ms)
-    return PredictOutcome(symbol, tf, "ok", version, latest, tuple(targets), trained, None,
+    return PredictOutcome(symbol, tf, "ok", version, latest, tuple(int(t) for t in targets), trained, None,
                           len(models) - 1 - len(errors), tuple(errors))
+
+
+def _banded(settings: Settings, symbol: str, tf: Timeframe, model: Model, targets: np.ndarray,
+            recent: tuple[np.ndarray, np.ndarray], closes: np.ndarray) -> pd.DataFrame:
+    """The model's checked point forecast with the calibrated bands of ``bands.py``."""
+    values = model.predict_points(targets, *recent)
+    return serve_bands(settings, symbol, tf, model.name, points_to_frame(targets, values), closes)
 
 
 def _shadows(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe,
@@ -176,7 +186,7 @@ def _shadows(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe,
         try:
             if model is None:
                 raise ModelError(problem or "unloadable")
-            points = serve_bands(settings, symbol, tf, model.name, model.predict(targets, recent=recent), closes)
+            points = _banded(settings, symbol, tf, model, targets, recent, closes)
             store.write_forecast(Forecast(symbol, tf, now_ms, entry.version, latest, points, entry.role,
                                           entry.metadata.spec.name))
         except Exception as exc:  # noqa: BLE001 - a shadow never degrades the served forecast

@@ -22,14 +22,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pydantic import ValidationError
+
 from ..errors import ModelError
 from .base import DEFAULT_INTERVAL_WIDTH, Model, check_history, check_prediction, check_targets, step_ms_of, z_score
+from .prophet_fast import ProphetParams, compact_params, predict_yhat
 
-__all__ = ["ProphetModel", "seasonality_for", "prophet_kwargs", "to_ds"]
+__all__ = ["ProphetModel", "PANDAS_LOCK", "seasonality_for", "prophet_kwargs", "to_ds"]
 
 _DAY_MS = 86_400_000
 _YEAR_MS = 365 * _DAY_MS
 _RNG_LOCK = threading.Lock()
+#: prophet's model_from_json (pandas.read_json) and predict run pandas code that wraps itself in
+#: ``warnings.catch_warnings``, which swaps process-wide state: one thread at a time (see the
+#: soak section of docs/benchmarks.md). The compact predict path takes no lock.
+PANDAS_LOCK = threading.RLock()
 _SEASONALITIES = ("daily_seasonality", "weekly_seasonality", "yearly_seasonality")
 _PASSTHROUGH = {
     "changepoint_prior_scale": (int, float), "seasonality_prior_scale": (int, float),
@@ -97,6 +104,7 @@ class ProphetModel(Model):
     def __init__(self, spec: Any = None) -> None:
         super().__init__(spec)
         self._cache: tuple[dict[str, Any], Any] | None = None  # (state_, Prophet): parse JSON once
+        self._params: tuple[dict[str, Any], ProphetParams | None] | None = None  # (state_, compact block)
 
     def _check_params(self, params: dict[str, Any]) -> None:
         allowed = set(_PASSTHROUGH) | set(_SEASONALITIES) | {"seed"}
@@ -123,27 +131,53 @@ class ProphetModel(Model):
         m = prophet.Prophet(**kwargs)
         m.fit(pd.DataFrame({"ds": to_ds(ts), "y": history["y"].to_numpy()}))
         state = {"prophet": json.loads(model_to_json(m)), "seed": int(self.spec.params.get("seed") or 0)}
-        self._cache = None
+        self._cache, self._params = None, None
         return state
+
+    def _samples(self) -> int:
+        return int(self.spec.params.get("uncertainty_samples", DEFAULT_SAMPLES))
+
+    def _compact(self, state: dict[str, Any]) -> ProphetParams | None:
+        """The parameter block ``predict`` runs on (None: prophet's own predict is needed)."""
+        if self._params is None or self._params[0] is not state:
+            raw = state.get("compact")
+            if raw is None and isinstance(state.get("prophet"), dict):
+                raw = compact_params(state["prophet"])
+            self._params = (state, None if raw is None else ProphetParams.model_validate(raw))
+        return self._params[1] if self._samples() == 0 else None
+
+    def serving_state(self) -> dict[str, Any] | None:
+        """The compact state a cycle loads instead of the ~1.4 MB artifact (``serving.py``)."""
+        params = self._compact(self.state_) if self.state_ is not None else None
+        if params is None or self.state_ is None:
+            return None
+        return {"compact": params.model_dump(), "seed": int(self.state_.get("seed", 0))}
 
     def _fitted(self, state: dict[str, Any]) -> Any:
         if self._cache is None or self._cache[0] is not state:
+            if not isinstance(state.get("prophet"), dict):
+                raise ModelError("this prophet model was loaded for serving only (no full prophet state)")
             _quiet_prophet()
             from prophet.serialize import model_from_json
 
-            m = model_from_json(json.dumps(state["prophet"]))
+            with PANDAS_LOCK:  # read_json + warnings.catch_warnings: not thread-safe (cycle.py)
+                m = model_from_json(json.dumps(state["prophet"]))
             # the spec decides, not the artifact: champions fitted when 200 was the default stop
             # sampling a band nobody serves any more
-            m.uncertainty_samples = int(self.spec.params.get("uncertainty_samples", DEFAULT_SAMPLES))
+            m.uncertainty_samples = self._samples()
             self._cache = (state, m)
         return self._cache[1]
 
-    def _predict(self, state: dict[str, Any], target_ts: np.ndarray, recent: pd.DataFrame | None) -> pd.DataFrame:
+    def _prophet_yhat_band(self, state: dict[str, Any], stamps: np.ndarray) -> np.ndarray:
+        """``(n, 3)`` yhat, lower, upper at ``stamps``: the compact form when it applies, else prophet."""
+        params = self._compact(state)
+        if params is not None:
+            yhat = predict_yhat(params, stamps)
+            half = z_score(params.interval_width) * params.sigma_obs * params.y_scale
+            return np.column_stack([yhat, yhat - half, yhat + half])
         m = self._fitted(state)
-        anchor = None if recent is None or recent.empty else recent.iloc[-1]
-        stamps = target_ts if anchor is None else np.append(target_ts, int(anchor["ts"]))
         order = np.argsort(stamps, kind="stable")  # prophet sorts its input: map rows back
-        with _RNG_LOCK:
+        with _RNG_LOCK, PANDAS_LOCK:
             saved = np.random.get_state()
             np.random.seed(int(state.get("seed", 0)))
             try:
@@ -152,21 +186,27 @@ class ProphetModel(Model):
                 np.random.set_state(saved)
         out = np.empty((len(stamps), 3))
         out[order] = _with_band(raw, m).to_numpy()
+        return out
+
+    def _predict_arrays(self, state: dict[str, Any], target_ts: np.ndarray,
+                        recent: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+        anchor = None if recent is None else (int(recent[0][-1]), float(recent[1][-1]))
+        stamps = target_ts if anchor is None else np.append(target_ts, anchor[0])
+        out = self._prophet_yhat_band(state, stamps)
         if anchor is not None:
             # Level correction: the fit may be days older than the latest candle (weekly
             # retrain); shift trend+seasonality so the path starts from the latest close.
-            out = out[:-1] + (float(anchor["y"]) - out[-1, 0])
-        return pd.DataFrame({"ts": target_ts, "yhat": out[:, 0], "yhat_lower": out[:, 1], "yhat_upper": out[:, 2]})
+            out = out[:-1] + (anchor[1] - out[-1, 0])
+        return out
 
     def predict_many(self, requests: Any) -> list[pd.DataFrame]:
-        """One prophet ``predict`` over every stamp of every request, then each request's level
-        correction: identical to one ``predict`` per request when no band is sampled."""
-        if self.state_ is None or int(self.spec.params.get("uncertainty_samples", DEFAULT_SAMPLES)):
+        """One predict over every stamp of every request, then each request's level correction:
+        identical to one ``predict`` per request when no band is sampled."""
+        if self.state_ is None or self._samples():
             return super().predict_many(requests)
         checked = [(check_targets(t), check_history(r, min_rows=1) if r is not None and len(r) else None) for t, r in requests]
         stamps = np.unique(np.concatenate([np.append(t, [] if r is None else [int(r["ts"].iloc[-1])]) for t, r in checked]).astype("int64"))
-        raw = _with_band(self._fitted(self.state_).predict(pd.DataFrame({"ds": to_ds(stamps)})), self._fitted(self.state_))
-        table = pd.DataFrame(raw.to_numpy(), index=stamps, columns=["yhat", "yhat_lower", "yhat_upper"])
+        table = pd.DataFrame(self._prophet_yhat_band(self.state_, stamps), index=stamps, columns=["yhat", "yhat_lower", "yhat_upper"])
         out = []
         for targets, recent in checked:
             rows = table.loc[targets].to_numpy()
@@ -177,8 +217,19 @@ class ProphetModel(Model):
         return out
 
     def _validate_state(self, state: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(state.get("prophet"), dict) or not isinstance(state.get("seed", 0), int):
+        """A full state (``prophet``: the artifact) or a serving one (``compact`` only).
+
+        The block predict runs on is checked now, so a broken artifact fails at load, not at
+        predict; prophet's own model is rebuilt now only when predict will need it.
+        """
+        full, compact = state.get("prophet"), state.get("compact")
+        if not isinstance(state.get("seed", 0), int) or not (isinstance(full, dict) or isinstance(compact, dict)):
             raise ModelError("invalid prophet state")
-        self._cache = None
-        self._fitted(state)  # parse now: a broken artifact fails at load, not at predict
+        self._cache, self._params = None, None
+        try:
+            params = self._compact(state)
+        except (ValidationError, KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"invalid prophet parameters: {str(exc).splitlines()[0]}") from exc
+        if params is None:
+            self._fitted(state)
         return state

@@ -22,6 +22,7 @@ Pruning keeps the ``keep`` newest artifacts plus every version the state names. 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from contextlib import contextmanager
@@ -39,12 +40,14 @@ from .base import Model, ModelMetadata, read_artifact, read_metadata
 from .decision import GateDecision
 from .events import EVENTS_FILE, Actor, ModelEvent, append_event, event_count, read_events
 from .locks import series_lock
+from .serving import load_serving as _load_serving
+from .serving import serving_path, write_serving
 
 __all__ = [
     "KEEP_VERSIONS", "BASELINES", "RegistryState", "ChampionPointer", "RegisteredModel", "series_dir",
     "artifact_path", "events_path", "register", "promote", "rollback", "demote", "record_rejection", "recover", "settle",
     "read_pointer",
-    "registered", "model_events", "champion_metadata", "champion_summary", "load_champion", "load_version",
+    "registered", "model_events", "champion_metadata", "champion_summary", "load_champion", "load_version", "load_serving",
     "list_versions",
 ]
 
@@ -53,6 +56,7 @@ BASELINES = ("naive", "drift")
 POINTER = "champion.json"
 #: Registration waits for a concurrent change; a champion change is refused instead.
 REGISTER_WAIT_S = 30.0
+log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^[a-z][a-z0-9_]{0,31}-[0-9a-f]{8}-(\d{14})(?:-(\d{1,3}))?$")
 ShadowRole = Literal["challenger", "baseline"]
 
@@ -260,6 +264,7 @@ def register(
         metadata = metadata.model_copy(update={"model_version": version})
         model.save(artifact_path(settings, symbol, tf, version), metadata)
         model.metadata_ = metadata
+        _write_serving(artifact_path(settings, symbol, tf, version), model)
         _record(settings, symbol, tf, state, at=_now(now_ms), kind="registered", actor=actor, version=version,
                 champion_before=state.version, champion_after=state.version, reason=f"fitted on {metadata.row_count} candles",
                 metrics={"role": role, "rows": metadata.row_count, "first_ts": metadata.first_ts, "last_ts": metadata.last_ts})
@@ -329,6 +334,20 @@ def load_version(settings: Settings, symbol: str, tf: Timeframe, version: str) -
     return model, meta
 
 
+def load_serving(settings: Settings, symbol: str, tf: Timeframe, version: str) -> Model:
+    """The model a cycle forecasts with: from the artifact's compact serving file (``serving.py``)
+    when it has a current one, else from the artifact. Errors as :func:`load_version`."""
+    return _load_serving(artifact_path(settings, symbol, tf, version), version)
+
+
+def _write_serving(path: Path, model: Model) -> None:
+    """The serving file of a new artifact; one not written is rebuilt by the first cycle."""
+    try:
+        write_serving(path, model)
+    except (OSError, ModelError) as exc:
+        log.warning("serving file of %s not written: %s", path.name, exc)
+
+
 def load_champion(settings: Settings, symbol: str, tf: Timeframe) -> tuple[Model, ModelMetadata] | None:
     """The serving model, or None when the series has none yet."""
     pointer = read_pointer(settings, symbol, tf)
@@ -367,3 +386,4 @@ def _prune(settings: Settings, symbol: str, tf: Timeframe, keep: int) -> None:
     for version in versions[: max(0, len(versions) - max(1, keep))]:
         if version not in pinned:
             artifact_path(settings, symbol, tf, version).unlink(missing_ok=True)
+            serving_path(artifact_path(settings, symbol, tf, version)).unlink(missing_ok=True)
