@@ -19,7 +19,6 @@ is shared: SQLite serialises writers itself, InfluxDB takes concurrent batches.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -107,16 +106,15 @@ def ingest_one(store: CandleStore, client: ExchangeClient, settings: Settings, s
         return SeriesReport(symbol=symbol, timeframe=tf, error=error)
 
 
-#: Forecasts run one at a time, even when series run on threads: loading a Prophet model goes
-#: through pandas code that wraps itself in ``warnings.catch_warnings``, which is not
-#: thread-safe (it swaps process-wide state); two at once left a warning recorder installed that
-#: re-emitted and re-recorded every warning, and a soak's RSS grew from 190 MiB to 4 GiB. The
-#: forecasts are CPU-bound under the GIL anyway; ingest round trips still overlap around them.
-_FORECAST_LOCK = threading.Lock()
-
-
 def forecast_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> PredictOutcome | None:
-    """Forecast a predicted series whose input moved; None when the gate skips it."""
+    """Forecast a predicted series whose input moved; None when the gate skips it.
+
+    Forecasts run on the series threads side by side, with no lock: their serving path builds
+    no prophet model and calls no ``pandas.read_json``, whose ``catch_warnings(record=True)`` is
+    not thread-safe (two at once left a warning recorder installed that re-recorded every
+    warning; a soak's RSS grew from 190 MiB to 4 GiB). Prophet's own load and predict, kept for
+    what the compact form cannot express (a sampled band), take ``prophet_model.PANDAS_LOCK``.
+    """
     if not settings.policy(tf).predicted:
         return None
     try:
@@ -124,8 +122,7 @@ def forecast_one(store: CandleStore, settings: Settings, symbol: str, tf: Timefr
             return None
     except CoinPredictError as exc:  # the store is unreachable: report it, do not abort the others
         return PredictOutcome(symbol, tf, "degraded", error=short_error(exc))
-    with _FORECAST_LOCK:
-        return forecast_series(store, settings, symbol, tf, now_ms=now_ms)
+    return forecast_series(store, settings, symbol, tf, now_ms=now_ms)
 
 
 def cycle_series(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str, tf: Timeframe,

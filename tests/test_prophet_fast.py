@@ -152,3 +152,40 @@ def test_pruning_an_artifact_removes_its_serving_file(settings: Settings, fitted
     assert not side.exists()
     leftovers = sorted(p.name for p in Path(side.parent).glob("*.serve.json"))
     assert len(leftovers) == len(registry.list_versions(settings, "BTC/USDT", "1h"))
+
+
+def test_forecasts_on_many_threads_never_rebuild_prophet_even_from_old_artifacts(
+        settings: Settings, forecast_store: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cycle forecasts on its series threads without a lock: nothing on the serving path may
+    call ``pandas.read_json`` (its ``catch_warnings(record=True)`` is not thread-safe). Artifacts
+    written before serving files existed (removed here) must not need it either."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas
+
+    from coin_core.cycle import forecast_one
+    from coin_core.forecast import train_series
+    from tests.fixtures.forecast_fixtures import walk_candles
+
+    symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    for i, symbol in enumerate(symbols):
+        forecast_store.write_candles(symbol, "1h", walk_candles("1h", 400, HOUR_END, seed=i))  # type: ignore[attr-defined]
+        train_series(forecast_store, settings, symbol, "1h", spec=shared_spec("1h"), now_ms=HOUR_END + 1)  # type: ignore[arg-type]
+    for side in Path(settings.data_dir, "models").rglob("*.serve.json"):
+        side.unlink()  # as an install upgraded from before this change
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pandas.read_json on the serving path")
+
+    monkeypatch.setattr(pandas, "read_json", refuse)
+    filters, show = list(warnings.filters), warnings.showwarning
+    with ThreadPoolExecutor(len(symbols)) as pool:
+        outcomes = list(pool.map(lambda s: forecast_one(forecast_store, settings, s, "1h", HOUR_END + 2), symbols))  # type: ignore[arg-type]
+    assert [o.status for o in outcomes if o] == ["ok"] * 3
+    assert all(o.shadows == 2 and not o.shadow_errors for o in outcomes if o), "naive serves; drift and prophet shadow"
+    for symbol in symbols:
+        stored = forecast_store.read_forecasts(symbol, "1h", role="challenger")  # type: ignore[attr-defined]
+        assert [f.model for f in stored] == ["prophet"] and np.isfinite(stored[0].points["yhat"]).all()
+    assert len(list(Path(settings.data_dir, "models").rglob("*.serve.json"))) == 3, "rebuilt from the dict, no read_json"
+    assert warnings.filters == filters and warnings.showwarning is show
