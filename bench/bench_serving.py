@@ -1,83 +1,191 @@
-"""Per-series forecast cost: Prophet's sampled band (before) vs calibrated bands (now), as JSON.
+"""Per-series forecast CPU of a cycle: champion + every shadow, banded and stored, as JSON.
 
-    .venv/bin/python bench/bench_serving.py [--rounds 30]
+    .venv/bin/python bench/bench_serving.py [--symbols 10] [--rounds 5] [--repeats 3]
+    mkdir /tmp/coin-old && git archive <commit> | tar -x -C /tmp/coin-old && .venv/bin/python bench/bench_serving.py --baseline /tmp/coin-old
 
-One Prophet champion fitted on 30 days of real BTC/USDT 1h candles (as in bench_cycle.py). Each
-round times, interleaved so that machine load hits both alike:
+Setup (not measured, this checkout's code): ``--symbols`` 1h series of real Binance candles
+(BTC/USDT and ETH/USDT from ``shared/data/market``, each series a different 30-day window
+re-timed to end at the same candle), each with the four models a series has after ``train``:
+naive serving, drift, Prophet (the shared 1h spec) and ETS in the shadow, each with a calibrated
+band state of full 200-error windows (what scoring builds up in production).
 
-* before: ``predict`` with ``uncertainty_samples=200`` (the old default; Prophet's own band);
-* now: ``predict`` with ``uncertainty_samples=0`` plus ``serve_bands`` (reads the series' band
-  state file from disk, estimates volatility from the last 200 closes, applies the bands).
-
-The cycle's other costs (ingest, loading the champion, storing, publishing) are unchanged.
+Measured: ``forecast_series`` (the cycle's forecast step: load every model, predict, band,
+store every forecast, health, pruning) per series, CPU time of the process
+(``time.process_time``), ``--rounds`` rounds over every series after one warm-up round, in a
+fresh process on a fresh copy of the data. With ``--baseline`` the same child runs on that
+checkout too, alternating with this one ``--repeats`` times, so machine load hits both alike;
+the ratio is of the medians. This checkout's child also splits its CPU by step (wrapped calls).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from coin_core.config import load_settings  # noqa: E402
-from coin_core.forecast import ModelSpec, make_model, shared_spec  # noqa: E402
-from coin_core.forecast.bands import BandOutcome, fit_bands, save_band_state, serve_bands  # noqa: E402
-from coin_core.timeframes import add  # noqa: E402
-
 MARKET = Path(os.environ.get("COIN_PREDICT_SHARED") or next(
     (p for p in (REPO.parent / "shared", REPO.parents[1] / "shared") if p.is_dir()), REPO.parent / "shared")) / "data" / "market"
+ROWS = 720
+LATEST = 1_735_689_600_000  # 2025-01-01 00:00 UTC: every series' newest candle
+HOUR = 3_600_000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=30)
-    args = parser.parse_args()
-    frame = pd.read_csv(MARKET / "binance_BTC-USDT_1h.csv").tail(720 + 200)
-    history = frame.rename(columns={"timestamp_ms": "ts", "close": "y"})[["ts", "y"]].reset_index(drop=True)
-    params = dict(shared_spec("1h").params)
-    sampled = make_model(ModelSpec(name="prophet", params={**params, "uncertainty_samples": 200})).fit(history.tail(720))
-    plain = make_model(ModelSpec(name="prophet", params={**params, "uncertainty_samples": 0})).fit(history.tail(720))
-    recent, last = history.tail(8), int(history["ts"].iloc[-1])
-    targets = [add(last, "1h", k) for k in range(1, 25)]
+def _settings(workdir: Path, n: int) -> Any:
+    from coin_core.config import load_settings
+
+    return load_settings(target_symbols=[f"C{i:03d}/USDT" for i in range(n)], data_dir=workdir / "data",
+                         public_dir=workdir / "public", timeframe_policy={"1h": {"lookback_days": 30}})
+
+
+def _candles(i: int) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_csv(MARKET / f"binance_{('BTC', 'ETH')[i % 2]}-USDT_1h.csv")
+    window = frame.iloc[len(frame) - ROWS * (i // 2 + 1): len(frame) - ROWS * (i // 2)].reset_index(drop=True)
+    window = window.rename(columns={"timestamp_ms": "ts"})[["ts", "open", "high", "low", "close", "volume"]]
+    return window.assign(ts=LATEST - HOUR * np.arange(len(window) - 1, -1, -1, dtype="int64"))
+
+
+def prepare(workdir: Path, n: int) -> None:
+    """Candles, the four models and full band states of every series (this checkout's code)."""
+    import numpy as np
+
+    from coin_core.forecast import ModelSpec, shared_spec, train_series
+    from coin_core.forecast.bands import BandOutcome, fit_bands, save_band_state
+    from coin_core.forecast.predict import ensure_champion
+    from coin_core.storage import open_store
+
+    settings = _settings(workdir, n)
     rng = np.random.default_rng(0)
-    state = fit_bands("prophet", 24, [BandOutcome(s, 100.0, 100.0 * float(np.exp(rng.normal(0, 0.01 * s ** 0.5))), 0.01)
-                                      for _ in range(200) for s in range(1, 25)])
-    before, now, bands_only = [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(data_dir=Path(tmp) / "data", public_dir=Path(tmp) / "public")
-        save_band_state(settings, "BTC/USDT", "1h", state)
-        closes = history["y"].tail(200).to_numpy()
-        for _ in range(args.rounds):
-            started = time.perf_counter()
-            sampled.predict(targets, recent=recent)
-            before.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            points = plain.predict(targets, recent=recent)
-            middle = time.perf_counter()
-            serve_bands(settings, "BTC/USDT", "1h", "prophet", points, closes)
-            now.append(time.perf_counter() - started)
-            bands_only.append(time.perf_counter() - middle)
-    med_b, med_n = statistics.median(before), statistics.median(now)
-    print(json.dumps({
-        "bench": "serving", "rounds": args.rounds, "rows_fitted": 720, "horizon": 24,
-        "before_sampled_band_ms_median": round(1000 * med_b, 1), "now_calibrated_band_ms_median": round(1000 * med_n, 1),
-        "before_ms_p95": round(1000 * sorted(before)[int(0.95 * (len(before) - 1))], 1),
-        "now_ms_p95": round(1000 * sorted(now)[int(0.95 * (len(now) - 1))], 1),
-        "of_which_serve_bands_ms_median": round(1000 * statistics.median(bands_only), 1),
-        "saving_per_series_ms": round(1000 * (med_b - med_n), 1), "ratio_before_over_now": round(med_b / med_n, 2),
-    }, indent=1))
+    horizon = settings.policy("1h").horizon
+    with open_store(settings) as store:
+        for i, (symbol, tf) in enumerate(settings.series(predicted_only=True)):
+            store.write_candles(symbol, tf, _candles(i))
+            ensure_champion(store, settings, symbol, tf, LATEST + 1)
+            for spec in (shared_spec(tf), ModelSpec(name="ets")):
+                train_series(store, settings, symbol, tf, spec=spec, now_ms=LATEST + 1)
+            for model in ("naive", "drift", "prophet", "ets"):
+                outcomes = [BandOutcome(s, 100.0, 100.0 * float(np.exp(rng.normal(0, 0.01 * s ** 0.5))), 0.01)
+                            for _ in range(200) for s in range(1, horizon + 1)]
+                save_band_state(settings, symbol, tf, fit_bands(model, horizon, outcomes))
+
+
+def _split(acc: collections.Counter) -> list[tuple[str, Callable]]:
+    """Wrap the steps worth naming (those this checkout has) to add up their CPU time."""
+    import coin_core.forecast.bands as bands
+    import coin_core.forecast.predict as predict
+    import coin_core.storage.base as base
+    import coin_core.storage.sqlite as sqlite
+
+    targets: list[tuple[Any, str]] = [(base.CandleStore, "write_forecast"), (sqlite, "points_payload"),
+                                      (base.CandleStore, "tail"), (bands, "apply_bands"), (bands, "load_band_state"),
+                                      (predict, "_models"), (predict, "_health"), (predict, "ensure_champion")]
+    import coin_core.forecast.base as fbase
+
+    if hasattr(fbase.Model, "predict_points"):
+        targets.append((fbase.Model, "predict_points"))
+    wrapped = []
+    for owner, name in targets:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, _f: Callable = original, _n: str = name, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                acc[_n] += time.process_time() - started
+
+        setattr(owner, name, timed)
+        wrapped.append((name, original))
+    return wrapped
+
+
+def child(workdir: Path, n: int, rounds: int, split: bool) -> dict[str, Any]:
+    from coin_core.forecast.predict import forecast_series
+    from coin_core.storage import open_store
+
+    settings = _settings(workdir, n)
+    acc: collections.Counter = collections.Counter()
+    if split:
+        _split(acc)
+    cpu: list[float] = []
+    now = LATEST + 2 * HOUR
+    with open_store(settings) as store:
+        for r in range(rounds + 1):
+            if r == 1:
+                acc.clear()
+            for symbol, tf in settings.series(predicted_only=True):
+                now += 1
+                started = time.process_time()
+                outcome = forecast_series(store, settings, symbol, tf, now_ms=now)
+                if r:
+                    cpu.append(time.process_time() - started)
+                if outcome.status != "ok" or outcome.shadows != 3:
+                    raise RuntimeError(f"{symbol}: {outcome}")
+    out: dict[str, Any] = {"cpu_ms_median": round(1000 * statistics.median(cpu), 2),
+                           "cpu_ms_p90": round(1000 * sorted(cpu)[int(0.9 * (len(cpu) - 1))], 2)}
+    if split:
+        out["split_ms_per_series"] = {k: round(1000 * v / len(cpu), 2) for k, v in acc.most_common()}
+    return out
+
+
+def _run_child(repo: Path, data: Path, n: int, rounds: int, split: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="coin-bench-serving-") as tmp:
+        shutil.copytree(data, Path(tmp) / "data")
+        cmd = [sys.executable, __file__, "--child", str(repo), tmp, str(n), str(rounds), "1" if split else "0"]
+        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+        if out.returncode:
+            raise RuntimeError(f"child on {repo} failed: {out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--symbols", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="a checkout of the code to compare with (same data)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        repo, workdir, n, rounds, split = args.child
+        sys.path.insert(0, repo)
+        print(json.dumps(child(Path(workdir), int(n), int(rounds), split == "1")))
+        return 0
+    sys.path.insert(0, str(REPO))
+    with tempfile.TemporaryDirectory(prefix="coin-bench-serving-") as tmp:
+        prepare(Path(tmp), args.symbols)
+        runs: dict[str, list[dict[str, Any]]] = {"this": []}
+        if args.baseline:
+            runs["baseline"] = []
+        for _ in range(args.repeats):
+            runs["this"].append(_run_child(REPO, Path(tmp) / "data", args.symbols, args.rounds, True))
+            if args.baseline:
+                runs["baseline"].append(_run_child(args.baseline.resolve(), Path(tmp) / "data", args.symbols, args.rounds, False))
+    result: dict[str, Any] = {"bench": "serving", "symbols": args.symbols, "rounds": args.rounds, "repeats": args.repeats,
+                              "models_per_series": 4, "load_average": [round(v, 2) for v in os.getloadavg()]}
+    for label, found in runs.items():
+        result[f"{label}_cpu_ms_per_series_median"] = statistics.median(r["cpu_ms_median"] for r in found)
+        result[f"{label}_cpu_ms_per_series_p90"] = statistics.median(r["cpu_ms_p90"] for r in found)
+    result["this_split_ms_per_series"] = runs["this"][len(runs["this"]) // 2]["split_ms_per_series"]
+    if args.baseline:
+        result["baseline"] = str(args.baseline)
+        result["ratio_baseline_over_this"] = round(result["baseline_cpu_ms_per_series_median"]
+                                                   / result["this_cpu_ms_per_series_median"], 2)
+    print(json.dumps(result, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
