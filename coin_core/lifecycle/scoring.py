@@ -13,9 +13,11 @@ live error is never counted twice; the band state file is rewritten atomically.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 
 from ..config import Settings
@@ -48,17 +50,28 @@ def open_scorebook(settings: Settings) -> ScoreBook:
     return ScoreBook(settings.data_dir / SCORES_FILE)
 
 
-def _closes(store: CandleStore, symbol: str, tf: Timeframe, start: int, end: int) -> pd.Series:
+@dataclass(frozen=True)
+class _Closes:
+    """Closes from ``VOL_ROWS`` candles before the first issue to the latest: arrays for the
+    volatility windows, a dict for the per-point lookups (one per scored point: no pandas)."""
+
+    ts: np.ndarray
+    close: np.ndarray
+    by_ts: dict[int, float]
+
+
+def _closes(store: CandleStore, symbol: str, tf: Timeframe, start: int, end: int) -> _Closes:
     """Closes from ``VOL_ROWS`` candles before ``start`` (the volatility at each issue) to ``end``."""
     frame = store.read_candles(symbol, tf, add(start, tf, -(VOL_ROWS - 1)), end)
-    return pd.Series(frame["close"].to_numpy(), index=frame["ts"].to_numpy())
+    ts, close = frame["ts"].to_numpy(dtype="int64"), frame["close"].to_numpy(dtype="float64")
+    return _Closes(ts, close, dict(zip(ts.tolist(), close.tolist())))
 
 
-def _sigma(closes: pd.Series, last_ts: int, horizon: int) -> float | None:
+def _sigma(closes: _Closes, last_ts: int, horizon: int) -> float | None:
     """The volatility the forecast issued from ``last_ts`` was banded with (``bands.sigma_at``)."""
-    window = closes.loc[:last_ts].to_numpy()[-VOL_ROWS:]
+    end = int(np.searchsorted(closes.ts, last_ts, side="right"))
     try:
-        return sigma_of(window, band_halflife(horizon))
+        return sigma_of(closes.close[max(0, end - VOL_ROWS):end], band_halflife(horizon))
     except ModelError:
         return None
 
@@ -89,20 +102,29 @@ def _covered(row: ScoreRow) -> dict[float, bool]:
     return covered
 
 
-def _rows(forecast: Forecast, closes: pd.Series, sigma: float | None, known: set[tuple[str, int, int]]) -> Iterator[ScoreRow]:
+def _rows(forecast: Forecast, closes: _Closes, sigma: float | None, known: set[tuple[str, int, int]]) -> Iterator[ScoreRow]:
     """The forecast's points whose candle has closed and that are not scored yet."""
-    anchor = closes.get(forecast.input_last_ts)
+    anchor = closes.by_ts.get(forecast.input_last_ts)
     if anchor is None:
         return  # the input candle left the store (retention): the naive error is unknown
-    for step, point in enumerate(forecast.points.itertuples(index=False), start=1):
-        target = int(point.ts)
-        y = closes.get(target)
-        if y is None or (forecast.model_version, forecast.issued_at, target) in known:
-            continue
-        lo50, hi50 = (None if pd.isna(v) else float(v) for v in (point.yhat_lower_50, point.yhat_upper_50))
-        yield ScoreRow(forecast.symbol, forecast.timeframe, forecast.model_version, forecast.issued_at, target,
-                       forecast.role, forecast.model, step, float(y), float(point.yhat), float(point.yhat_lower),
-                       float(point.yhat_upper), lo50, hi50, abs(float(y) - float(anchor)), sigma)
+    columns = {name: i for i, name in enumerate(forecast.points.columns)}
+    values = forecast.points.to_numpy(dtype="float64")  # one copy; ts (ms) are exact in float64
+    targets = [int(t) for t in values[:, columns["ts"]].tolist()]
+    fresh = [i for i, t in enumerate(targets) if t in closes.by_ts
+             and (forecast.model_version, forecast.issued_at, t) not in known]
+    if not fresh:
+        return
+    yhat, lo80, hi80, lo50, hi50 = ((values[:, columns[c]].tolist() if c in columns else [math.nan] * len(targets))
+                                    for c in ("yhat", "yhat_lower", "yhat_upper", "yhat_lower_50", "yhat_upper_50"))
+    for i in fresh:
+        y = closes.by_ts[targets[i]]
+        yield ScoreRow(forecast.symbol, forecast.timeframe, forecast.model_version, forecast.issued_at, targets[i],
+                       forecast.role, forecast.model, i + 1, y, yhat[i], lo80[i], hi80[i], _or_none(lo50[i]),
+                       _or_none(hi50[i]), abs(y - anchor), sigma)
+
+
+def _or_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 def score_series(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, tf: Timeframe, *,
