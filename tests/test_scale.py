@@ -154,3 +154,26 @@ def test_simulated_exchange_serves_cached_rows_identical_to_built_ones(sim_excha
     fast = httpx.get(sim_exchange.base_url + KLINES, params=params).json()
     built = [k.wire() for k in sim_exchange.klines("BTC/USDT", "1h", params["startTime"], None, 1000)]
     assert fast == built and fast[-1][0] == end - end % 3_600_000, "in-progress candle included, built fresh"
+
+
+def test_scorebook_close_closes_the_connection_of_every_thread(tmp_path: Path) -> None:
+    """run_score scores series on threads: closing the book must close all of their connections."""
+    from coin_core.lifecycle import ScoreBook
+
+    book = ScoreBook(tmp_path / "scores.sqlite3")
+    barrier = threading.Barrier(3)
+
+    def use(_: int) -> None:
+        book.watermark("BTC/USDT", "1h")
+        barrier.wait()  # three live threads, three connections
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(use, range(3)))
+    opened = list(book._open)
+    assert len(opened) >= 3
+    book.close()
+    for conn in opened:
+        with pytest.raises(Exception, match="closed"):
+            conn.execute("SELECT 1")
+    assert book.watermark("BTC/USDT", "1h") is None, "a closed book reopens on next use"
+    book.close()

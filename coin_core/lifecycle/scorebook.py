@@ -98,6 +98,9 @@ class ScoreBook:
         self._check_file()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[sqlite3.Connection] = []  # every thread's, so close() closes them all
+        self._generation = 0  # bumped by close(): a thread's older connection is not reused
         self._run(lambda c: c.executescript(_SCHEMA))
 
     def _check_file(self) -> None:
@@ -114,11 +117,14 @@ class ScoreBook:
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        if conn is None or getattr(self._local, "generation", -1) != self._generation:
+            # check_same_thread=False only so that close() may close every thread's connection
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
+            with self._lock:
+                self._open.append(conn)
+            self._local.conn, self._local.generation = conn, self._generation
         return conn
 
     def _run(self, work):  # type: ignore[no-untyped-def]
@@ -213,7 +219,10 @@ class ScoreBook:
         self.close()
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        """Close the connection of every thread that used the book (scoring runs on threads)."""
+        with self._lock:
+            conns, self._open = self._open, []
+            self._generation += 1
+        for conn in conns:
             conn.close()
-            self._local.conn = None
+        self._local.conn = None
