@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Iterable
 
 from pydantic import BaseModel
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
     from .forecast.events import Actor
     from .forecast.training import TrainResult
     from .lifecycle.retrain import RetrainReport
-    from .lifecycle.scorebook import ScoreBook
     from .publish import PublishReport
     from .storage import CandleStore
 
@@ -95,22 +93,18 @@ def run_score(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None 
               timeframes: Iterable[str] | None = None) -> dict[str, str]:
     """Score realised candles of every series, then demote a champion whose live skill lost to naive.
 
-    Series are scored on ``EXCHANGE_CONCURRENCY`` threads: each series' work is its own (rows,
-    watermark, band files, demotion under its series lock), and most of its wall time is the
-    atomic writes' fsyncs, which then overlap instead of adding up over hundreds of series.
+    Serial, in the calling thread: scored on worker threads, a 7-day soak's RSS grew 12 MiB
+    (likely per-thread malloc arenas keeping the scoring's pandas memory; docs/benchmarks.md).
     """
     from .lifecycle import check_demotion, open_scorebook, score_series
 
-    def one(store: "CandleStore", book: "ScoreBook", symbol: str, tf: str) -> str:
-        report = score_series(store, settings, book, symbol, tf, now_ms=now_ms)
-        demoted = check_demotion(settings, book, symbol, tf, now_ms=now_ms)
-        return f"{report.scored} point(s) scored" + (f", demoted to {demoted}" if demoted else "")
-
-    chosen = settings.narrowed(symbols, timeframes).series(predicted_only=True)
+    results: dict[str, str] = {}
     with open_store(settings) as store, open_scorebook(settings) as book:
-        with ThreadPoolExecutor(settings.exchange_concurrency, thread_name_prefix="score") as pool:
-            done = list(pool.map(lambda series: one(store, book, *series), chosen))
-    return {f"{symbol} {tf}": result for (symbol, tf), result in zip(chosen, done)}
+        for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
+            report = score_series(store, settings, book, symbol, tf, now_ms=now_ms)
+            demoted = check_demotion(settings, book, symbol, tf, now_ms=now_ms)
+            results[f"{symbol} {tf}"] = f"{report.scored} point(s) scored" + (f", demoted to {demoted}" if demoted else "")
+    return results
 
 
 def run_forecast(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None = None,

@@ -9,7 +9,6 @@ finishes its work (scoring is incremental and idempotent).
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..config import Settings
@@ -50,13 +49,6 @@ def _one(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, t
 
 
 def score_all(store: CandleStore, settings: Settings, book: ScoreBook, now_ms: int) -> dict[tuple[str, Timeframe], ScoreStep]:
-    """Score and check demotion for every predicted series of ``settings``, in order.
-
-    Series run on ``EXCHANGE_CONCURRENCY`` threads: each series' work is its own (rows and
-    watermark in one transaction, its band files, demotion under its series lock) and most of
-    its wall time is the atomic writes' fsyncs, which then overlap instead of adding up.
-    """
-    chosen = settings.series(predicted_only=True)
-    with ThreadPoolExecutor(settings.exchange_concurrency, thread_name_prefix="score") as pool:
-        done = list(pool.map(lambda series: _one(store, settings, book, series[0], series[1], now_ms), chosen))
-    return dict(zip(chosen, done))
+    """Score and check demotion for every predicted series of ``settings``, in order."""
+    return {(symbol, tf): _one(store, settings, book, symbol, tf, now_ms)
+            for symbol, tf in settings.series(predicted_only=True)}
