@@ -157,7 +157,7 @@ def test_simulated_exchange_serves_cached_rows_identical_to_built_ones(sim_excha
 
 
 def test_scorebook_close_closes_the_connection_of_every_thread(tmp_path: Path) -> None:
-    """run_score scores series on threads: closing the book must close all of their connections."""
+    """A book used from several threads (the flows share one): closing it closes all of their connections."""
     from coin_core.lifecycle import ScoreBook
 
     book = ScoreBook(tmp_path / "scores.sqlite3")
