@@ -142,9 +142,10 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 def _score(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import run_score
 
-    for series, status in run_score(settings, now_ms=_now_ms(), symbols=_csv(args.symbols), timeframes=_csv(args.timeframes)).items():
+    results = run_score(settings, now_ms=_now_ms(), symbols=_csv(args.symbols), timeframes=_csv(args.timeframes))
+    for series, status in results.items():
         print(f"{series:<16} {status}")
-    return 0
+    return 1 if any(status.startswith("failed:") for status in results.values()) else 0
 
 
 @command("models", "List each series' champion, shadows, live track record and last gate decision.",

@@ -96,15 +96,13 @@ def run_score(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None 
     Serial, in the calling thread: scored on worker threads, a 7-day soak's RSS grew 12 MiB
     (likely per-thread malloc arenas keeping the scoring's pandas memory; docs/benchmarks.md).
     """
-    from .lifecycle import check_demotion, open_scorebook, score_series
+    from .lifecycle import open_scorebook, score_all
 
-    results: dict[str, str] = {}
     with open_store(settings) as store, open_scorebook(settings) as book:
-        for symbol, tf in settings.narrowed(symbols, timeframes).series(predicted_only=True):
-            report = score_series(store, settings, book, symbol, tf, now_ms=now_ms)
-            demoted = check_demotion(settings, book, symbol, tf, now_ms=now_ms)
-            results[f"{symbol} {tf}"] = f"{report.scored} point(s) scored" + (f", demoted to {demoted}" if demoted else "")
-    return results
+        steps = score_all(store, settings.narrowed(symbols, timeframes), book, now_ms)
+    return {f"{symbol} {tf}": (f"failed: {step.error}" if step.error else f"{step.scored} point(s) scored"
+                               + (f", demoted to {step.demoted_to}" if step.demoted_to else ""))
+            for (symbol, tf), step in steps.items()}
 
 
 def run_forecast(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None = None,
