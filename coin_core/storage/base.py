@@ -74,11 +74,19 @@ class Forecast:
 
 
 def points_payload(points: pd.DataFrame) -> dict[str, list[Any]]:
-    """Points as JSON-able columns: the 50 % band is added as nulls when the model has none."""
-    frame = points.reindex(columns=list(STORED_COLUMNS)).astype({"ts": "int64"})
-    payload: dict[str, list[Any]] = {"ts": [int(t) for t in frame["ts"]]}
+    """Points as JSON-able columns: the 50 % band is added as nulls when the model has none.
+
+    Column by column through numpy (no reindexed copy of the frame): every cycle stores one
+    run per model per series.
+    """
+    n = len(points)
+    payload: dict[str, list[Any]] = {"ts": np.asarray(points["ts"], dtype="int64").tolist()}
     for column in STORED_COLUMNS[1:]:
-        payload[column] = [None if pd.isna(v) else float(v) for v in frame[column]]
+        values = np.asarray(points[column], dtype="float64") if column in points.columns else np.full(n, np.nan)
+        listed = values.tolist()
+        if np.isnan(values).any():
+            listed = [None if v != v else v for v in listed]  # NaN is the only value unequal to itself
+        payload[column] = listed
     return payload
 
 
