@@ -14,7 +14,7 @@ from coin_core.cli import main
 from coin_core.config import Settings, load_settings
 from coin_core.errors import ConfigError, DataValidationError
 from coin_core.evaluation import evaluate_series, evaluation_path, load_evaluation, save_evaluation
-from coin_core.evaluation.engine import _calibrate
+from coin_core.evaluation.calibrate import Calibration, _calibrate
 from coin_core.evaluation.plan import Plan
 from coin_core.forecast import ModelSpec
 from coin_core.forecast.base import Model
@@ -120,8 +120,8 @@ def test_band_calibration_learns_only_from_closed_candles() -> None:
     plan = Plan(horizon, 3, 168, None, origins, origins, calibration=40)
     anchors = np.searchsorted(ts, origins)
     yhat = np.repeat(y_a[anchors][:, None], horizon, axis=1)  # the same point forecasts for both
-    pts_a, _, _ = _calibrate("naive", yhat, plan, pd.DataFrame({"ts": ts, "y": y_a}), "1h")
-    pts_b, _, _ = _calibrate("naive", yhat, plan, pd.DataFrame({"ts": ts, "y": y_b}), "1h")
+    pts_a, _, _ = _calibrate(Calibration({"name": "naive"}, yhat, plan, ts, y_a, "1h"), "naive")
+    pts_b, _, _ = _calibrate(Calibration({"name": "naive"}, yhat, plan, ts, y_b, "1h"), "naive")
     past = pts_a["origin"] < ts[cut]
     cols = ["yhat_lower", "yhat_upper", "yhat_lower_50", "yhat_upper_50"]
     pd.testing.assert_frame_equal(pts_a.loc[past, cols], pts_b.loc[past, cols])
