@@ -21,7 +21,13 @@ whichever model serves:
 * **Adaptive conformal inference** (Gibbs & Candès 2021): each step and level carries its own
   miscoverage ``alpha_t``; after every realised outcome ``alpha_t += gamma * (alpha - miss)``, so a
   band that keeps missing widens and one that always covers narrows, which holds the nominal
-  level through volatility breaks that a fixed window only catches up with slowly.
+  level through volatility breaks that a fixed window only catches up with slowly. Step ``h``
+  moves by ``gamma * sqrt(h)``: its outcomes arrive ``h`` candles late and overlap ``h - 1``
+  candles in ``h`` (about ``T / h`` independent signals in ``T``), and ACI's long-run coverage
+  error shrinks as ``1 / (gamma T)`` (Gibbs & Candès 2021, Prop. 4.1), so a constant step left the
+  longest steps over-covering for months (Wang & Hyndman 2024, arXiv 2410.13115, show the
+  multi-step bound growing with the horizon); ``sqrt(h)`` rather than ``h`` keeps the band's
+  jitter at long steps in check.
 * **Fallback.** A step with fewer than ``MIN_RESIDUALS`` errors uses a random-walk band
   ``z_level * sigma * sqrt(h)`` on the same scale (``source="volatility"``), never the model's own.
 
@@ -228,7 +234,8 @@ def update_bands(state: BandState, outcomes: Sequence[BandOutcome], now_ms: int 
                 lo, hi = _band(new, stats, out.step, out.yhat, out.sigma)
                 covered = lo <= out.y <= hi
             i = out.step - 1
-            stats.alpha_t[i] = min(max(stats.alpha_t[i] + new.gamma * ((1 - stats.level) - (not covered)), -0.5), 1.5)
+            step_gamma = new.gamma * math.sqrt(out.step)
+            stats.alpha_t[i] = min(max(stats.alpha_t[i] + step_gamma * ((1 - stats.level) - (not covered)), -0.5), 1.5)
             stats.scored += 1
             stats.covered += int(covered)
         window = new.residuals[out.step - 1]
