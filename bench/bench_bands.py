@@ -8,9 +8,12 @@ day are stored, so the origins fall in a period the method was never looked at o
 every default candidate's point forecasts are computed once (``coin_core.evaluation``'s own fit
 tasks, all cores), then the bands are calibrated twice on those same forecasts:
 
-* ``term`` -- the current layer: step h normalised by the volatility term structure
-  (``bands.band_scale``, reverting from the recent EWMA toward the learned long-run sigma);
-* ``ewma`` -- the previous layer: every step normalised by the recent EWMA sigma alone.
+* ``ewma`` -- the previous layer: every step normalised by the recent EWMA sigma alone, one ACI
+  step size ``gamma`` for every horizon step;
+* ``term`` -- the volatility term structure alone (``bands.band_scale``: step h normalised by the
+  path variance reverting from the recent EWMA toward the learned long-run sigma);
+* ``term_aci`` -- the current layer: the term structure plus ACI step ``gamma * sqrt(h)``
+  (``bands.aci_step``).
 
 Per model: 80 % / 50 % coverage overall, at h=1 and at h=max, 80 % width, MASE; and the
 gate's pick under each (the rule of ``bench_evaluate.gate_pick``) with its target checks.
@@ -60,7 +63,14 @@ def old_scale(state: bands.BandState, step: int, sigma: float) -> float:
     return sigma
 
 
-def compare(item: str, origins: int, workers: int) -> dict[str, Any]:
+def flat_step(gamma: float, step: int) -> float:
+    return gamma
+
+
+VARIANTS = {"ewma": {"band_scale": old_scale, "aci_step": flat_step}, "term": {"aci_step": flat_step}, "term_aci": {}}
+
+
+def compare(item: str, origins: int, workers: int, models: list[str] | None) -> dict[str, Any]:
     series, _, before = item.partition("@")
     symbol, tf = series.split(":")
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,23 +78,27 @@ def compare(item: str, origins: int, workers: int) -> dict[str, Any]:
         settings = settings.model_copy(update={"ingest_timeframes": ["1h", "1d", "1w"]})
         store = SQLiteStore(Path(tmp) / "c.db")
         rows = load(store, symbol, tf, before or None)
-        job = engine._prepare(store, settings, symbol, tf, candidate_specs(tf), origins, engine.CALIBRATION_ORIGINS, 0)
+        specs = [s for s in candidate_specs(tf) if not models or s.name in models]
+        job = engine._prepare(store, settings, symbol, tf, specs, origins, engine.CALIBRATION_ORIGINS, 0)
         store.close()
     out: dict[str, Any] = {"series": item, "candles": rows}
     if not isinstance(job, engine._Job):
         return {**out, "status": job.status, "message": job.message}
     started = time.perf_counter()
-    (engine._run_pool if workers > 1 else engine._run_serial)([job], workers)
-    new = engine._result(job, 0, time.perf_counter() - started, workers)
-    with mock.patch.object(bands, "band_scale", old_scale):
-        job.done = {s.name: run_calibration(job.calibration(s.name)) for s in job.specs}
-    old = engine._result(job, 0, 0.0, workers)
-    out.update(origins=len(new.origins), horizon=new.horizon, first_scored=pd.Timestamp(new.origins[0], unit="ms").isoformat())
-    for label, ev in (("ewma", old), ("term", new)):
+    if workers > 1:
+        engine._run_pool([job], workers)
+    else:
+        engine._run_serial([job])
+    out["fit_wall_s"] = round(time.perf_counter() - started, 1)
+    for label, patches in VARIANTS.items():
+        with mock.patch.multiple(bands, **patches) if patches else mock.patch.object(bands, "WINDOW", bands.WINDOW):
+            job.done = {s.name: run_calibration(job.calibration(s.name)) for s in job.specs}
+        ev = engine._result(job, 0, 0.0, workers)
         table = model_table(ev)
-        out[label] = {"gate": gate_pick(table), "models": {n: {k: r[k] for k in (
+        out.update(origins=len(ev.origins), horizon=ev.horizon, first_scored=pd.Timestamp(ev.origins[0], unit="ms").isoformat())
+        out[label] = {"gate": gate_pick(table) if "naive" in table else None, "models": {n: {k: r[k] for k in (
             "coverage80", "coverage80_h1", "coverage80_hmax", "coverage50", "coverage50_h1", "coverage50_hmax",
-            "width80", "mase")} for n, r in table.items()}}
+            "width80", "wis", "mase")} for n, r in table.items()}}
     return out
 
 
@@ -93,10 +107,11 @@ def main() -> None:
     parser.add_argument("--series", default=",".join(DEFAULT), help="SYMBOL:TF[@YYYY-MM-DD], comma-separated")
     parser.add_argument("--origins", type=int, default=200)
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--models", default="", help="only these candidates, comma-separated (default: all)")
     args = parser.parse_args()
     results = []
     for item in args.series.split(","):
-        results.append(compare(item, args.origins, args.workers))
+        results.append(compare(item, args.origins, args.workers, [m for m in args.models.split(",") if m] or None))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"bench": "bands", "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "series": results}, indent=1))
 

@@ -60,7 +60,7 @@ from ..timeframes import Timeframe, add, parse_timeframe
 __all__ = [
     "LEVELS", "WINDOW", "GAMMA", "MIN_RESIDUALS", "VOL_ROWS", "BandOutcome", "LevelStats", "BandState",
     "band_halflife", "sigma_of", "new_band_state", "fit_bands", "update_bands", "apply_bands",
-    "LONG_ISSUES", "band_arrays", "band_scale", "band_summary", "band_path", "save_band_state", "load_band_state", "serve_bands", "sigma_at",
+    "LONG_ISSUES", "aci_step", "band_arrays", "band_scale", "band_summary", "band_path", "save_band_state", "load_band_state", "serve_bands", "sigma_at",
 ]
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,11 @@ def _copy(state: BandState) -> BandState:
     return state.model_copy(update={"residuals": [list(w) for w in state.residuals], "levels": levels})
 
 
+def aci_step(gamma: float, step: int) -> float:
+    """ACI step size of horizon step ``step`` (see the module docstring: ``gamma * sqrt(h)``)."""
+    return gamma * math.sqrt(step)
+
+
 def _long_run(previous: float | None, sigma: float) -> float:
     """EWMA of issue-time variances: the level a volatility shock decays toward."""
     if previous is None:
@@ -234,7 +239,7 @@ def update_bands(state: BandState, outcomes: Sequence[BandOutcome], now_ms: int 
                 lo, hi = _band(new, stats, out.step, out.yhat, out.sigma)
                 covered = lo <= out.y <= hi
             i = out.step - 1
-            step_gamma = new.gamma * math.sqrt(out.step)
+            step_gamma = aci_step(new.gamma, out.step)
             stats.alpha_t[i] = min(max(stats.alpha_t[i] + step_gamma * ((1 - stats.level) - (not covered)), -0.5), 1.5)
             stats.scored += 1
             stats.covered += int(covered)
