@@ -1,6 +1,8 @@
-"""Train fits through the Dask task runner: 1 process worker vs 2, side by side in one run, as JSON.
+"""Train fits and evaluations through the Dask task runner: 1 process worker vs 2, side by side
+in one run, as JSON.
 
     PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python bench/bench_dask.py --series 8
+    PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python bench/bench_dask.py --flow evaluate --series 4 --days 40
 
 Needs a running Prefect server (Dask worker processes report their task runs to it; the
 in-process test API cannot be shared between processes) and the extra ``coin-predict[dask]``.
@@ -9,6 +11,10 @@ in a SQLite store. Then, alternately (1, 2, 1, 2 workers, so machine load drifts
 wipe the model registry and run the ``train`` flow in a fresh process with ``DASK_WORKERS=N``
 (a local cluster of N single-threaded process workers). Reported: the wall time of the
 ``fit-series`` subflow (the fan-out) and of the whole run (with the cluster's start-up).
+
+``--flow evaluate``: the same alternation over the ``evaluate`` flow (``--origins`` scored origins
+per series, naive, drift, Prophet, ETS), whose ``evaluate-series`` subflow submits one task per
+series to the cluster; its fan-out is timed the same way.
 """
 
 from __future__ import annotations
@@ -31,17 +37,17 @@ if str(REPO) not in sys.path:
 T0_S = 1_735_689_600 + 1800
 RUN = """
 import time
-from flows.train import train_flow
+from flows.{flow} import {flow}_flow
 if __name__ == "__main__":
     t0 = time.perf_counter()
-    state = train_flow(return_state=True)
+    state = {flow}_flow({args}return_state=True)
     print("WALL", time.perf_counter() - t0, state.type.value)
 """
 
 
-def _run(env: dict[str, str], workdir: Path) -> dict:
-    script = workdir / "run_train.py"
-    script.write_text(RUN)
+def _run(env: dict[str, str], workdir: Path, flow: str, origins: int) -> dict:
+    script = workdir / f"run_{flow}.py"
+    script.write_text(RUN.format(flow=flow, args=f"origins={origins}, " if flow == "evaluate" else ""))
     out = subprocess.run([sys.executable, str(script)], env=env, cwd=workdir, capture_output=True, text=True, timeout=3600)
     text = out.stdout + out.stderr
     wall = re.search(r"WALL ([0-9.]+) (\w+)", text)
@@ -54,13 +60,16 @@ def _run(env: dict[str, str], workdir: Path) -> dict:
     if sub and times and ends:
         secs = [int(h) * 3600 + int(m) * 60 + float(s) for h, m, s in (times[0], ends[-1])]
         fan_out = round(secs[1] - secs[0], 2)
-    return {"run_s": round(float(wall[1]), 2), "fit_fan_out_s": fan_out}
+    return {"run_s": round(float(wall[1]), 2), "fan_out_s": fan_out}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--flow", choices=("train", "evaluate"), default="train")
+    parser.add_argument("--days", type=int, default=30, help="days of 1h candles per series")
+    parser.add_argument("--origins", type=int, default=50, help="scored origins per series (--flow evaluate)")
     args = parser.parse_args(argv)
     if not os.environ.get("PREFECT_API_URL"):
         sys.exit("set PREFECT_API_URL to a running prefect server (see the docstring)")
@@ -74,19 +83,20 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_DIR": str(workdir / "data"), "STORE": "sqlite",
                "EXCHANGE_API_URL": sim.base_url, "TARGET_SYMBOLS": ",".join(symbols),
-               "TIMEFRAME_POLICY": json.dumps({"1h": {"lookback_days": 30}}),
+               "TIMEFRAME_POLICY": json.dumps({"1h": {"lookback_days": args.days}}),
                "PREFECT_LOCAL_STORAGE_PATH": str(workdir / "results")}
         run_ingest(load_settings(data_dir=workdir / "data", exchange_api_url=sim.base_url, target_symbols=symbols,
-                                 timeframe_policy={"1h": {"lookback_days": 30}}), now_ms=T0_S * 1000)
+                                 timeframe_policy={"1h": {"lookback_days": args.days}}), now_ms=T0_S * 1000)
         for _ in range(args.rounds):
             for workers in (1, 2):
                 shutil.rmtree(workdir / "data" / "models", ignore_errors=True)
                 shutil.rmtree(workdir / "results", ignore_errors=True)  # no cached fit: every series fits
-                results[workers].append(_run({**env, "DASK_WORKERS": str(workers)}, workdir))
-    best = {n: min(r["fit_fan_out_s"] or r["run_s"] for r in runs) for n, runs in results.items()}
-    print(json.dumps({"bench": "dask-train", "cpus": os.cpu_count(), "series": args.series,
+                results[workers].append(_run({**env, "DASK_WORKERS": str(workers)}, workdir, args.flow, args.origins))
+    best = {n: min(r["fan_out_s"] or r["run_s"] for r in runs) for n, runs in results.items()}
+    print(json.dumps({"bench": f"dask-{args.flow}", "cpus": os.cpu_count(), "series": args.series,
+                      "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
                       "runs": {f"{n}_worker": runs for n, runs in results.items()},
-                      "best_fit_fan_out_s": best, "speedup_2_over_1": round(best[1] / best[2], 2)}, indent=1))
+                      "best_fan_out_s": best, "speedup_2_over_1": round(best[1] / best[2], 2)}, indent=1))
     return 0
 
 

@@ -5,9 +5,10 @@
 
 For each series (CSV from ../shared/data/market loaded into a SQLite store, real gaps kept):
 
-1. ``evaluate_series`` with the default candidates (naive, drift, the Prophet champion spec,
-   ETS) on all cores, then the same call with ``workers=1``: wall times side by side, and the
-   scores must be identical;
+1. ``evaluate_many`` over every series at once with the default candidates (naive, drift, the
+   Prophet champion spec, ETS) on all cores (one pool: every series' fits, then each model's
+   band calibration as soon as its fits are in), then the same call with ``workers=1``: wall
+   times side by side, and the scores and band states must be identical;
 2. per model: MASE vs naive, WIS (fraction of price), 50 %/80 % coverage overall, at h=1 and at
    h=max, mean 80 % width;
 3. the gate's pick: the best (lowest MASE) candidate with MASE <= 1.00 and 80 % coverage in
@@ -36,7 +37,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from coin_core.config import Settings, load_settings  # noqa: E402
-from coin_core.evaluation import SeriesEvaluation, default_workers, evaluate_series  # noqa: E402
+from coin_core.evaluation import SeriesEvaluation, default_workers, evaluate_many, evaluate_series  # noqa: E402
 from coin_core.evaluation.specs import BASELINE_SPECS, CHALLENGER_SPECS, candidate_specs  # noqa: E402
 from coin_core.storage.sqlite import SQLiteStore  # noqa: E402
 from coin_core.symbols import slug  # noqa: E402
@@ -91,26 +92,32 @@ def gate_pick(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "passing_candidates": passing, "checks": checks, "all_pass": all(checks.values())}
 
 
-def evaluate_both(store: SQLiteStore, settings: Settings, symbol: str, tf: str, origins: int, serial: bool) -> dict[str, Any]:
-    specs = candidate_specs(tf)
+def evaluate_all(store: SQLiteStore, settings: Settings, series: list[tuple[str, str]], origins: int,
+                 serial: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every series in one ``evaluate_many`` call on all cores, then (``serial``) the same call with
+    ``workers=1``: the speed-up of the whole evaluation, and identical scores."""
     workers = default_workers()
     started = time.perf_counter()
-    ev = evaluate_series(store, settings, symbol, tf, specs, n_origins=origins, workers=workers)
-    wall_all = time.perf_counter() - started
-    out: dict[str, Any] = {"series": f"{symbol} {tf}", "status": ev.status, "message": ev.message,
-                           "origins": len(ev.origins), "horizon": ev.horizon, "stride": ev.stride,
-                           "refit_every": ev.refit_every, "calibration_origins": ev.calibration_origins,
-                           "wall_s_all_cores": round(wall_all, 1), "workers": workers}
+    evs = evaluate_many(store, settings, series, candidate_specs, n_origins=origins, workers=workers)
+    timing: dict[str, Any] = {"workers": workers, "wall_s_all_cores": round(time.perf_counter() - started, 1),
+                              "loadavg_after_all_cores": [round(x, 2) for x in os.getloadavg()]}
     if serial:
         started = time.perf_counter()
-        one = evaluate_series(store, settings, symbol, tf, specs, n_origins=origins, workers=1)
-        out["wall_s_one_core"] = round(time.perf_counter() - started, 1)
-        out["speedup"] = round(out["wall_s_one_core"] / wall_all, 2)
-        out["serial_identical"] = one.scores == ev.scores
-    if ev.status == "ok":
-        out["models"] = model_table(ev)
-        out["gate"] = gate_pick(out["models"])
-    return out
+        ones = evaluate_many(store, settings, series, candidate_specs, n_origins=origins, workers=1)
+        timing["wall_s_one_core"] = round(time.perf_counter() - started, 1)
+        timing["loadavg_after_one_core"] = [round(x, 2) for x in os.getloadavg()]
+        timing["speedup"] = round(timing["wall_s_one_core"] / timing["wall_s_all_cores"], 2)
+        timing["serial_identical"] = all(a.scores == b.scores and a.bands == b.bands for a, b in zip(evs, ones))
+    results = []
+    for ev in evs:
+        out: dict[str, Any] = {"series": f"{ev.symbol} {ev.timeframe}", "status": ev.status, "message": ev.message,
+                               "origins": len(ev.origins), "horizon": ev.horizon, "stride": ev.stride,
+                               "refit_every": ev.refit_every, "calibration_origins": ev.calibration_origins}
+        if ev.status == "ok":
+            out["models"] = model_table(ev)
+            out["gate"] = gate_pick(out["models"])
+        results.append(out)
+    return results, timing
 
 
 def rss_probe(rows: int) -> dict[str, Any]:
@@ -145,27 +152,22 @@ def main() -> None:
     if args.rss_probe:
         print(json.dumps(rss_probe(args.rss_probe)))
         return
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     started = time.perf_counter()
-    results = []
+    series = [tuple(item.split(":")) for item in args.series.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings_for(Path(tmp))
         store = SQLiteStore(Path(tmp) / "c.db")
-        for item in args.series.split(","):
-            symbol, tf = item.split(":")
+        for symbol, tf in series:
             load_store(store, symbol, tf)
-            results.append(evaluate_both(store, settings, symbol, tf, args.origins, not args.no_serial))
-            print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress for long runs
+        results, timing = evaluate_all(store, settings, series, args.origins, not args.no_serial)  # type: ignore[arg-type]
         store.close()
-    timed = [r for r in results if "wall_s_one_core" in r]
     print(json.dumps({
         "bench": "evaluate", "data": "binance candles from ../shared/data/market (real gaps kept)",
         "machine": {"python": platform.python_version(), "cpus": default_workers(),
-                    "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+                    "loadavg_at_start": load_at_start, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
         "series": results,
-        "total": {"wall_s_all_cores": round(sum(r["wall_s_all_cores"] for r in results), 1),
-                  "wall_s_one_core": round(sum(r["wall_s_one_core"] for r in timed), 1) if timed else None,
-                  "speedup": round(sum(r["wall_s_one_core"] for r in timed) / sum(r["wall_s_all_cores"] for r in timed), 2) if timed else None,
-                  "every_served_model_passes": all(r.get("gate", {}).get("all_pass") for r in results)},
+        "total": {**timing, "every_served_model_passes": all(r.get("gate", {}).get("all_pass") for r in results)},
         "rss_flatness": rss_flatness([int(x) for x in args.rss_lengths.split(",") if x]),
         "bench_wall_s": round(time.perf_counter() - started, 1),
     }, indent=1))

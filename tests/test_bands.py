@@ -40,7 +40,11 @@ def test_bands_scale_with_volatility_not_with_price() -> None:
     wide, s_wild, _ = apply_bands(_points(3), state, wild)
     assert source == "conformal" and s_wild == pytest.approx(20 * s_calm, rel=0.05)
     width = lambda f: (f["yhat_upper"] - f["yhat_lower"]) / f["yhat"]  # noqa: E731
-    assert (width(wide) > 10 * width(narrow)).all()
+    ratio = width(wide) / width(narrow)
+    assert ratio[0] > 10  # h=1 scales with the recent volatility
+    # longer steps revert toward the long-run volatility the state learned (0.01): still wider
+    # in the wild market, by less and less as the step grows (the volatility term structure)
+    assert (ratio > 1).all() and ratio.is_monotonic_decreasing
     rich, _, _ = apply_bands(_points(3, 50_000.0), state, calm * 500)  # the same market at 500x the price
     np.testing.assert_allclose(width(rich), width(narrow), rtol=1e-9)
     # nested and ordered: 80 % outside 50 % outside the point; the band widens with the step

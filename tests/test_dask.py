@@ -184,3 +184,46 @@ def test_forecasts_fan_out_over_the_dask_workers(prefect_server: Server, market:
         for symbol in SYMBOLS:
             forecast = store.latest_forecast(symbol, "1h")
             assert forecast is not None and forecast.input_last_ts == store.latest_ts(symbol, "1h"), symbol
+
+
+RUN_EVALUATE = ("from flows.evaluate import evaluate_flow; s = evaluate_flow(origins=50, return_state=True); "
+                "print('STATE', s.type.value, s.message)")
+
+
+@pytest.fixture(scope="module")
+def long_market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The same four series over 40 days: enough 1h candles for 50 scored origins each."""
+    root = tmp_path_factory.mktemp("dask-eval-market")
+    policy = {"1h": {"lookback_days": 40}}
+    with SimExchange(SYMBOLS, clock=SimClock(NOW)) as sim:
+        env = {"DATA_DIR": str(root / "data"), "PUBLIC_DIR": str(root / "public"), "STORE": "sqlite",
+               "EXCHANGE_API_URL": sim.base_url, "TARGET_SYMBOLS": ",".join(SYMBOLS), "TIMEFRAME_POLICY": json.dumps(policy)}
+        report = run_ingest(load_settings(**{k.lower(): v for k, v in env.items() if k != "TIMEFRAME_POLICY"},
+                                          timeframe_policy=policy), now_ms=int(NOW * 1000))
+        assert report.ok
+        yield {"env": env, "root": root}
+
+
+def test_evaluation_fans_out_over_the_dask_workers(prefect_server: Server, long_market: dict[str, Any]) -> None:  # noqa: F811
+    require((BIN / "dask").is_file(), "the dask CLI (extra coin-predict[dask])")
+    from coin_core.evaluation import load_evaluation
+
+    cluster = Cluster(prefect_server, "eval")
+    try:
+        env = {**prefect_server.env, **long_market["env"], "PYTHONPATH": str(REPO), "DASK_ADDRESS": cluster.address}
+        proc = subprocess.run([sys.executable, "-c", RUN_EVALUATE], cwd=long_market["root"], env=env,
+                              capture_output=True, text=True, timeout=1200)
+        out = proc.stdout + proc.stderr
+        assert "STATE COMPLETED" in out, out[-4000:]
+    finally:
+        cluster.stop()
+    assert f"series run Dask scheduler {cluster.address}" in out
+    ran = [set(re.findall(r"Task run '(evaluate \S+ 1h)' - Finished in state Completed",
+                          (prefect_server.home / f"eval-w{i}.log").read_text(errors="replace"))) for i in range(2)]
+    assert ran[0] | ran[1] == {f"evaluate {s} 1h" for s in SYMBOLS}, ran
+    assert ran[0] and ran[1], f"both workers evaluated: {ran}"
+    settings = load_settings(data_dir=long_market["root"] / "data")
+    for symbol in SYMBOLS:  # each worker persisted its series where the flow's process reads it
+        ev = load_evaluation(settings, symbol, "1h")
+        assert ev is not None and ev.status == "ok" and ev.workers == 1 and len(ev.origins) == 50, symbol
+        assert ev.scores["naive"].mase == 1.0

@@ -13,8 +13,8 @@ import pytest
 from coin_core.cli import main
 from coin_core.config import Settings, load_settings
 from coin_core.errors import ConfigError, DataValidationError
-from coin_core.evaluation import evaluate_series, evaluation_path, load_evaluation, save_evaluation
-from coin_core.evaluation.engine import _calibrate
+from coin_core.evaluation import evaluate_many, evaluate_series, evaluation_path, load_evaluation, save_evaluation
+from coin_core.evaluation.calibrate import Calibration, _calibrate
 from coin_core.evaluation.plan import Plan
 from coin_core.forecast import ModelSpec
 from coin_core.forecast.base import Model
@@ -120,8 +120,8 @@ def test_band_calibration_learns_only_from_closed_candles() -> None:
     plan = Plan(horizon, 3, 168, None, origins, origins, calibration=40)
     anchors = np.searchsorted(ts, origins)
     yhat = np.repeat(y_a[anchors][:, None], horizon, axis=1)  # the same point forecasts for both
-    pts_a, _, _ = _calibrate("naive", yhat, plan, pd.DataFrame({"ts": ts, "y": y_a}), "1h")
-    pts_b, _, _ = _calibrate("naive", yhat, plan, pd.DataFrame({"ts": ts, "y": y_b}), "1h")
+    pts_a, _, _ = _calibrate(Calibration({"name": "naive"}, yhat, plan, ts, y_a, "1h"), "naive")
+    pts_b, _, _ = _calibrate(Calibration({"name": "naive"}, yhat, plan, ts, y_b, "1h"), "naive")
     past = pts_a["origin"] < ts[cut]
     cols = ["yhat_lower", "yhat_upper", "yhat_lower_50", "yhat_upper_50"]
     pd.testing.assert_frame_equal(pts_a.loc[past, cols], pts_b.loc[past, cols])
@@ -211,3 +211,20 @@ def test_evaluate_command_prints_a_line_per_model(eval_env: Settings, capsys: py
     with pytest.raises(SystemExit) as bad:  # argparse refuses it before anything runs
         main(["evaluate", "--symbols", "BTC/USDT", "--origins", "0"])
     assert bad.value.code == 2 and "--origins" in capsys.readouterr().err
+
+
+def test_several_series_share_one_pool_and_match_one_at_a_time(short_settings: Settings, forecast_store: SQLiteStore) -> None:
+    """The whole evaluation of several series in one pool gives what each series alone gives."""
+    other = "ETH/USDT"
+    forecast_store.write_candles(SYM, "1h", walk_candles("1h", 1100, LATEST, seed=13))
+    forecast_store.write_candles(other, "1h", walk_candles("1h", 1100, LATEST, seed=17))
+    specs = [NAIVE, DRIFT, ETS]
+    kwargs: dict[str, Any] = {"n_origins": 30, "calibration_origins": 30, "now_ms": LATEST}
+    series = [(SYM, "1h"), (other, "1h"), (SYM, "1d")]  # 1d: no candles stored, reported as such
+    pooled = evaluate_many(forecast_store, short_settings, series, lambda tf: specs, workers=2, **kwargs)
+    assert [(e.symbol, e.status) for e in pooled] == [(SYM, "ok"), (other, "ok"), (SYM, "insufficient_data")]
+    for ev in pooled[:2]:
+        alone = evaluate_series(forecast_store, short_settings, ev.symbol, "1h", specs, workers=1, **kwargs)
+        assert ev.scores == alone.scores and ev.origins == alone.origins
+        assert {k: v.model_dump() for k, v in ev.bands.items()} == {k: v.model_dump() for k, v in alone.bands.items()}
+    assert pooled[0].scores != pooled[1].scores  # two different markets, not one result copied

@@ -8,13 +8,13 @@ against naive on the same points. Results persist under ``DATA_DIR/evaluation/``
 
 from __future__ import annotations
 
-from .engine import default_workers, evaluate_series
+from .engine import default_workers, evaluate_many, evaluate_series
 from .plan import CALIBRATION_ORIGINS, DEFAULT_ORIGINS, MIN_SCORED, REFIT_EVERY, STRIDE
 from .results import ModelScore, SeriesEvaluation, StepScore, evaluation_path, load_evaluation, save_evaluation
 from .specs import BASELINE_SPECS, candidate_specs
 
 __all__ = [
-    "ModelScore", "StepScore", "SeriesEvaluation", "evaluate_series", "default_workers",
+    "ModelScore", "StepScore", "SeriesEvaluation", "evaluate_series", "evaluate_many", "default_workers",
     "save_evaluation", "load_evaluation", "evaluation_path",
     "DEFAULT_ORIGINS", "CALIBRATION_ORIGINS", "MIN_SCORED", "STRIDE", "REFIT_EVERY",
     "BASELINE_SPECS", "candidate_specs",

@@ -1,13 +1,16 @@
-"""Rolling-origin evaluation of model specs on one stored series, with no look-ahead.
+"""Rolling-origin evaluation of model specs on stored series, with no look-ahead.
 
 1. :mod:`.plan` places origins and fits; the span they need is read once through the training
    data path (``data_range``/``read_history`` with an end bound).
 2. Each (spec, fit) is one task: fit on the window ending at the fit time, then forecast every
    origin it serves from that origin's own recent tail, exactly as ``forecast_series`` does.
-   Tasks run in a process pool (``workers`` > 1) or in this process; results are identical.
-3. Bands are then calibrated sequentially per model by :mod:`coin_core.forecast.bands`: an
-   origin's band only learns from errors whose target candle closed at or before that origin.
-4. The newest origins are scored against naive on the same points (:mod:`.metrics`).
+3. Bands are then calibrated sequentially per model (:mod:`.calibrate`): an origin's band only
+   learns from errors whose target candle closed at or before that origin; the newest origins
+   are scored against naive on the same points (:mod:`.metrics`).
+4. Every series of a run shares one process pool (``workers`` > 1): fit tasks of all series go
+   in first, and each model's calibration joins the pool when its last fit returns, so the
+   sequential part of one model overlaps the fits and calibrations of the others. With
+   ``workers=1`` the same jobs run in this process; results are identical.
 """
 
 from __future__ import annotations
@@ -15,28 +18,28 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..config import Settings
 from ..errors import ConfigError
-from ..forecast.bands import BandOutcome, BandState, VOL_ROWS, band_arrays, new_band_state, sigma_of, update_bands
 from ..forecast.base import ModelSpec
 from ..forecast.predict import RECENT_ROWS, target_times
 from ..forecast.specs import default_lookback
 from ..storage.base import CandleStore
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, parse_timeframe
-from . import metrics
+from .calibrate import Calibrated, Calibration, run_calibration
 from .plan import CALIBRATION_ORIGINS, DEFAULT_ORIGINS, REFIT_EVERY, STRIDE, Plan, finalise, plan_slots, read_span, window_start
-from .results import ModelScore, SeriesEvaluation, StepScore
+from .results import SeriesEvaluation
 from .worker import Task, run_task
 
-__all__ = ["evaluate_series", "default_workers"]
+__all__ = ["evaluate_series", "evaluate_many", "default_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -71,102 +74,70 @@ def _tasks(specs: Sequence[ModelSpec], plan: Plan, span: pd.DataFrame, tf: Timef
     return sorted(tasks, key=lambda t: (t.spec["name"] != "prophet", t.members[0]))
 
 
-def _run(tasks: list[Task], workers: int) -> list[tuple[Task, Any]]:
-    if workers <= 1 or len(tasks) <= 1:
-        return [(t, run_task(t)) for t in tasks]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver")) as pool:
-        return list(zip(tasks, pool.map(run_task, tasks)))
+@dataclass
+class _Job:
+    """One series ready to run: its plan, the span it reads, and what has come back so far."""
 
+    symbol: str
+    tf: Timeframe
+    specs: Sequence[ModelSpec]
+    plan: Plan
+    ts: np.ndarray
+    y: np.ndarray
+    tasks: list[Task]
+    raw: dict[str, np.ndarray] = field(default_factory=dict)
+    left: dict[str, int] = field(default_factory=dict)
+    done: dict[str, Calibrated] = field(default_factory=dict)
 
-def _forecasts(specs: Sequence[ModelSpec], plan: Plan, done: list[tuple[Task, Any]]) -> dict[str, np.ndarray]:
-    """Per spec: point forecasts (origins x horizon), NaN where the fit or predict failed."""
-    out = {s.name: np.full((len(plan.origins), plan.horizon), np.nan) for s in specs}
-    for task, result in done:
+    def __post_init__(self) -> None:
+        self.raw = {s.name: np.full((len(self.plan.origins), self.plan.horizon), np.nan) for s in self.specs}
+        self.left = {s.name: sum(t.spec["name"] == s.name for t in self.tasks) for s in self.specs}
+
+    def fitted(self, task: Task, result: np.ndarray | str) -> Calibration | None:
+        """Record one fit's forecasts; the model's calibration job once its last fit is in."""
+        name = task.spec["name"]
         if isinstance(result, str):
-            log.warning("%s failed for %d origin(s): %s", task.spec["name"], len(task.members), result)
-            continue
-        out[task.spec["name"]][list(task.members)] = result
-    return out
+            log.warning("%s %s %s failed for %d origin(s): %s", self.symbol, self.tf, name, len(task.members), result)
+        else:
+            self.raw[name][list(task.members)] = result
+        self.left[name] -= 1
+        return self.calibration(name) if self.left[name] == 0 else None
+
+    def calibration(self, name: str) -> Calibration:
+        spec = next(s for s in self.specs if s.name == name)
+        return Calibration(spec.model_dump(mode="json"), self.raw[name], self.plan, self.ts, self.y, self.tf)
 
 
-Pending = list[tuple[int, BandOutcome]]  # (target candle open time, outcome) not yet closed
+def _run_serial(jobs: list[_Job]) -> None:
+    for job in jobs:
+        for task in job.tasks:
+            ready = job.fitted(task, run_task(task))
+            if ready is not None:
+                job.done[ready.spec["name"]] = run_calibration(ready)
 
 
-def _release(state: BandState, pending: Pending, anchor: int) -> tuple[BandState, Pending]:
-    """Feed the state every outcome whose target candle had closed by ``anchor``, in time order."""
-    ready = sorted((p for p in pending if p[0] <= anchor), key=lambda p: p[0])
-    if ready:
-        state = update_bands(state, [o for _, o in ready])
-    return state, [p for p in pending if p[0] > anchor]
+def _run_pool(jobs: list[_Job], workers: int) -> None:
+    """One pool for every (series x fit) task; each model's calibration is submitted to the same
+    pool the moment its last fit returns, so the sequential part runs beside other work."""
+    tasks = sorted(((j, t) for j in jobs for t in j.tasks), key=lambda jt: (jt[1].spec["name"] != "prophet", jt[1].members[0]))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver")) as pool:
+        waiting: dict[Future[Any], tuple[_Job, Task | None]] = {pool.submit(run_task, t): (j, t) for j, t in tasks}
+        while waiting:
+            finished, _ = wait(waiting, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job, task = waiting.pop(future)
+                if task is None:
+                    result: Calibrated = future.result()
+                    job.done[result.name] = result
+                    continue
+                ready = job.fitted(task, future.result())
+                if ready is not None:
+                    waiting[pool.submit(run_calibration, ready)] = (job, None)
 
 
-def _realised(ts: np.ndarray, y: np.ndarray, targets: np.ndarray) -> list[tuple[int, float]]:
-    """(step index, close) of every target candle that exists (exchange gaps are skipped)."""
-    where = np.searchsorted(ts, targets)
-    found = (where < len(ts)) & (ts[np.minimum(where, len(ts) - 1)] == targets)
-    return [(int(k), float(y[where[k]])) for k in np.flatnonzero(found)]
-
-
-def _calibrate(name: str, yhat: np.ndarray, plan: Plan, span: pd.DataFrame, tf: Timeframe) -> tuple[pd.DataFrame, BandState, int]:
-    """Band every origin from errors realised before it; rows of the scored origins' points."""
-    ts, y = span["ts"].to_numpy(), span["y"].to_numpy()
-    state, pending = new_band_state(name, plan.horizon), []
-    rows, failed = [], 0
-    for i, origin in enumerate(plan.origins):
-        a = int(np.searchsorted(ts, origin, "right")) - 1
-        state, pending = _release(state, pending, int(ts[a]))
-        if not np.isfinite(yhat[i]).all():
-            failed += i >= plan.calibration
-            continue
-        targets = np.asarray(target_times(int(ts[a]), tf, plan.horizon), dtype="int64")
-        sigma = sigma_of(y[max(0, a - VOL_ROWS + 1):a + 1], state.halflife)
-        (lo50, hi50), (lo80, hi80) = (band_arrays(state, yhat[i], sigma)[lv] for lv in (0.5, 0.8))
-        for k, real in _realised(ts, y, targets):
-            covered = {0.5: bool(lo50[k] <= real <= hi50[k]), 0.8: bool(lo80[k] <= real <= hi80[k])}
-            pending.append((int(targets[k]), BandOutcome(k + 1, float(yhat[i, k]), real, sigma, covered)))
-            if i >= plan.calibration:
-                rows.append((int(ts[a]), k + 1, real, float(yhat[i, k]), float(y[a]), float(y[a]),
-                             float(lo50[k]), float(hi50[k]), float(lo80[k]), float(hi80[k])))
-    state, _ = _release(state, pending, int(ts[-1]))
-    return pd.DataFrame(rows, columns=list(metrics.POINT_COLUMNS)), state, failed
-
-
-def _score(spec: ModelSpec, points: pd.DataFrame, failed: int) -> ModelScore:
-    steps = metrics.by_step(points)
-    return ModelScore(
-        spec=spec, n_origins=int(points["origin"].nunique()), n_points=len(points),
-        mae=float(metrics.mae(points).iloc[0]), mase=float(metrics.mase(points).iloc[0]),
-        wis=float(metrics.wis(points).iloc[0]), coverage50=float(metrics.coverage(points, 50).iloc[0]),
-        coverage80=float(metrics.coverage(points, 80).iloc[0]), width80=float(metrics.width(points, 80).iloc[0]),
-        per_step=[StepScore(**{k: (int(v) if k == "step" else float(v)) for k, v in r.items()}) for r in steps.to_dict("records")],
-        failed_origins=failed,
-    )
-
-
-def _check_specs(specs: Sequence[ModelSpec]) -> None:
-    names = [s.name for s in specs]
-    if not names:
-        raise ConfigError("evaluate needs at least one model spec")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"model specs must have distinct names, got {', '.join(names)}")
-
-
-def evaluate_series(
-    store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, specs: Sequence[ModelSpec], *,
-    n_origins: int | None = None, workers: int | None = None, now_ms: int | None = None,
-    calibration_origins: int = CALIBRATION_ORIGINS,
-) -> SeriesEvaluation:
-    """Evaluate ``specs`` on the newest ``n_origins`` origins (default 200) of one series.
-
-    ``calibration_origins`` older origins (default 100) only seed the bands; ``workers`` processes
-    run the fits (default: every core; 1 runs in this process).
-    """
-    symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
-    _check_specs(specs)
-    for label, value in (("origins", n_origins), ("workers", workers), ("calibration origins", calibration_origins or 1)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{label} must be at least 1, got {value}")
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+def _prepare(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, specs: Sequence[ModelSpec],
+             n_origins: int | None, calibration_origins: int, now_ms: int) -> _Job | SeriesEvaluation:
+    """The series' plan and span, or why it cannot be evaluated."""
     policy = settings.policy(tf)
     if not policy.predicted or policy.horizon < 1:
         return _insufficient(symbol, tf, now_ms, f"{tf} is not predicted: nothing to evaluate")
@@ -182,17 +153,67 @@ def evaluate_series(
     if plan is None:
         return _insufficient(symbol, tf, now_ms, f"{store.count(symbol, tf)} candle(s): too few for "
                              f"{min(n_scored, 50)} scored origins after {policy.min_samples} training candles")
-    started, workers = time.perf_counter(), workers or default_workers()
-    raw = _forecasts(specs, plan, _run(_tasks(specs, plan, span, tf), workers))
-    scores, bands, scored_origins = {}, {}, []
-    for spec in specs:
-        points, bands[spec.name], failed = _calibrate(spec.name, raw[spec.name], plan, span, tf)
-        if not points.empty:
-            scores[spec.name] = _score(spec, points, failed)
-            scored_origins = sorted(set(scored_origins) | set(points["origin"].astype(int)))
+    return _Job(symbol, tf, specs, plan, span["ts"].to_numpy(), span["y"].to_numpy(), _tasks(specs, plan, span, tf))
+
+
+def _result(job: _Job, now_ms: int, wall: float, workers: int) -> SeriesEvaluation:
+    done = [job.done[s.name] for s in job.specs]
+    plan = job.plan
     return SeriesEvaluation(
-        symbol=symbol, timeframe=tf, status="ok", origins=scored_origins, scores=scores, evaluated_at=now_ms,
-        horizon=plan.horizon, stride=stride, refit_every=refit, calibration_origins=plan.calibration,
-        lookback=lookback, wall_seconds=round(time.perf_counter() - started, 3), workers=workers, bands=bands,
+        symbol=job.symbol, timeframe=job.tf, status="ok", evaluated_at=now_ms,
+        origins=sorted({o for c in done for o in c.scored_origins}),
+        scores={c.name: c.score for c in done if c.score is not None}, bands={c.name: c.state for c in done},
+        horizon=plan.horizon, stride=plan.stride, refit_every=plan.refit_every, calibration_origins=plan.calibration,
+        lookback=plan.lookback, wall_seconds=round(wall, 3), workers=workers,
         message=f"{len(plan.scored)} origins scored after {plan.calibration} calibration origins",
     )
+
+
+def _check_specs(specs: Sequence[ModelSpec]) -> None:
+    names = [s.name for s in specs]
+    if not names:
+        raise ConfigError("evaluate needs at least one model spec")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"model specs must have distinct names, got {', '.join(names)}")
+
+
+def evaluate_many(
+    store: CandleStore, settings: Settings, series: Sequence[tuple[str, Timeframe]],
+    specs_of: Callable[[Timeframe], Sequence[ModelSpec]], *, n_origins: int | None = None,
+    workers: int | None = None, now_ms: int | None = None, calibration_origins: int = CALIBRATION_ORIGINS,
+) -> list[SeriesEvaluation]:
+    """Evaluate ``specs_of(tf)`` on every series of ``series``, all in one pool of ``workers``
+    processes (default: every core; 1 runs in this process). Results do not depend on ``workers``.
+
+    Each series scores its newest ``n_origins`` origins (default 200) after ``calibration_origins``
+    older ones (default 100) that only seed the bands.
+    """
+    for label, value in (("origins", n_origins), ("workers", workers), ("calibration origins", calibration_origins or 1)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{label} must be at least 1, got {value}")
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    prepared: list[_Job | SeriesEvaluation] = []
+    for symbol, tf in series:
+        symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
+        specs = list(specs_of(tf))
+        _check_specs(specs)
+        prepared.append(_prepare(store, settings, symbol, tf, specs, n_origins, calibration_origins, now_ms))
+    jobs = [p for p in prepared if isinstance(p, _Job)]
+    started, workers = time.perf_counter(), workers or default_workers()
+    if workers <= 1 or sum(len(j.tasks) for j in jobs) <= 1:
+        _run_serial(jobs)
+    else:
+        _run_pool(jobs, workers)
+    wall = time.perf_counter() - started
+    return [_result(p, now_ms, wall, workers) if isinstance(p, _Job) else p for p in prepared]
+
+
+def evaluate_series(
+    store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, specs: Sequence[ModelSpec], *,
+    n_origins: int | None = None, workers: int | None = None, now_ms: int | None = None,
+    calibration_origins: int = CALIBRATION_ORIGINS,
+) -> SeriesEvaluation:
+    """Evaluate ``specs`` on the newest ``n_origins`` origins (default 200) of one series
+    (see :func:`evaluate_many`)."""
+    return evaluate_many(store, settings, [(symbol, tf)], lambda _tf: specs, n_origins=n_origins,
+                         workers=workers, now_ms=now_ms, calibration_origins=calibration_origins)[0]

@@ -10,7 +10,7 @@ from ..config import Settings
 from ..forecast.bands import load_band_state, save_band_state
 from ..storage import open_store
 from ..timeframes import Timeframe
-from .engine import evaluate_series
+from .engine import evaluate_many, evaluate_series
 from .results import SeriesEvaluation, save_evaluation
 from .specs import candidate_specs
 
@@ -33,27 +33,34 @@ def _seed_bands(settings: Settings, ev: SeriesEvaluation) -> list[str]:
     return seeded
 
 
+def _keep(settings: Settings, ev: SeriesEvaluation) -> SeriesEvaluation:
+    """Persist one series' result and seed its missing band states."""
+    save_evaluation(settings, ev)
+    if ev.status == "ok":
+        seeded = _seed_bands(settings, ev)
+        if seeded:
+            log.info("band states of %s %s seeded from the backtest: %s", ev.symbol, ev.timeframe, ", ".join(seeded))
+    return ev
+
+
 def evaluate_one(settings: Settings, symbol: str, tf: Timeframe, *, n_origins: int | None = None,
                  workers: int | None = None, now_ms: int | None = None) -> SeriesEvaluation:
     """Evaluate the default candidates on one series, persist the result, seed missing bands."""
     with open_store(settings) as store:
         ev = evaluate_series(store, settings, symbol, tf, candidate_specs(tf), n_origins=n_origins,
                              workers=workers, now_ms=now_ms)
-    save_evaluation(settings, ev)
-    if ev.status == "ok":
-        seeded = _seed_bands(settings, ev)
-        if seeded:
-            log.info("band states of %s %s seeded from the backtest: %s", symbol, tf, ", ".join(seeded))
-    return ev
+    return _keep(settings, ev)
 
 
 def run_evaluate(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
                  n_origins: int | None = None, workers: int | None = None, now_ms: int | None = None) -> list[SeriesEvaluation]:
-    """Every predicted configured series (optionally narrowed), one after the other."""
+    """Every predicted configured series (optionally narrowed), all sharing one process pool."""
     scoped = settings.narrowed(symbols, timeframes)
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    return [evaluate_one(scoped, s, tf, n_origins=n_origins, workers=workers, now_ms=now_ms)
-            for s, tf in scoped.series(predicted_only=True)]
+    with open_store(scoped) as store:
+        evaluations = evaluate_many(store, scoped, scoped.series(predicted_only=True), candidate_specs,
+                                    n_origins=n_origins, workers=workers, now_ms=now_ms)
+    return [_keep(scoped, ev) for ev in evaluations]
 
 
 def score_rows(evaluations: Iterable[SeriesEvaluation]) -> list[dict[str, Any]]:

@@ -7,12 +7,27 @@ whichever model serves:
   the realised close, divided by the series' recent volatility ``sigma`` (EWMA of one-step log
   returns at the moment the forecast was issued): ``z = log(y / yhat) / sigma``. A band is then
   ``yhat * exp(q * sigma_now)``, so it widens when the market does, at any price level.
+* **Volatility term structure.** Volatility mean-reverts: after a storm the next days are calmer
+  than the recent EWMA says. Step ``h`` is therefore normalised by the GARCH(1,1)-style average
+  variance over its path, ``s_h^2 = sigma_L^2 + m_h (sigma^2 - sigma_L^2)`` with
+  ``m_h = (1 - p^h) / (h (1 - p))``, ``p = 0.5 ** (1 / halflife)``: a shock decays with the same
+  half-life the EWMA forgets it (Andersen, Bollerslev, Christoffersen & Diebold 2006, §3.6, the
+  GARCH variance forecast reverting to its long-run level), so h=1 uses the recent ``sigma``
+  and long steps lean toward the long-run ``sigma_L``. ``sigma_L`` is learned in the state: an
+  EWMA over issues (``LONG_ISSUES`` half-life) of the ``sigma`` each forecast was issued with,
+  so every caller keeps passing one ``sigma`` per forecast.
 * **Per horizon step.** Step ``h`` keeps its own window of the last ``window`` normalised errors;
   the band's edges are that window's empirical quantiles (a rolling split-conformal interval).
 * **Adaptive conformal inference** (Gibbs & Candès 2021): each step and level carries its own
   miscoverage ``alpha_t``; after every realised outcome ``alpha_t += gamma * (alpha - miss)``, so a
   band that keeps missing widens and one that always covers narrows, which holds the nominal
-  level through volatility breaks that a fixed window only catches up with slowly.
+  level through volatility breaks that a fixed window only catches up with slowly. Step ``h``
+  moves by ``gamma * sqrt(h)``: its outcomes arrive ``h`` candles late and overlap ``h - 1``
+  candles in ``h`` (about ``T / h`` independent signals in ``T``), and ACI's long-run coverage
+  error shrinks as ``1 / (gamma T)`` (Gibbs & Candès 2021, Prop. 4.1), so a constant step left the
+  longest steps over-covering for months (Wang & Hyndman 2024, arXiv 2410.13115, show the
+  multi-step bound growing with the horizon); ``sqrt(h)`` rather than ``h`` keeps the band's
+  jitter at long steps in check.
 * **Fallback.** A step with fewer than ``MIN_RESIDUALS`` errors uses a random-walk band
   ``z_level * sigma * sqrt(h)`` on the same scale (``source="volatility"``), never the model's own.
 
@@ -45,7 +60,7 @@ from ..timeframes import Timeframe, add, parse_timeframe
 __all__ = [
     "LEVELS", "WINDOW", "GAMMA", "MIN_RESIDUALS", "VOL_ROWS", "BandOutcome", "LevelStats", "BandState",
     "band_halflife", "sigma_of", "new_band_state", "fit_bands", "update_bands", "apply_bands",
-    "band_arrays", "band_summary", "band_path", "save_band_state", "load_band_state", "serve_bands", "sigma_at",
+    "LONG_ISSUES", "aci_step", "band_arrays", "band_scale", "band_summary", "band_path", "save_band_state", "load_band_state", "serve_bands", "sigma_at",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,6 +70,7 @@ WINDOW = 200  # errors kept per step: months of 1h origins, most of a year of 1d
 GAMMA = 0.02  # ACI step size (Gibbs & Candès use 0.005 over thousands of steps; ours are fewer)
 MIN_RESIDUALS = 10
 VOL_ROWS = 200  # closes apply_bands wants to estimate sigma (>= 4 half-lives of a 1h horizon)
+LONG_ISSUES = 100  # half-life, in issued forecasts, of the long-run volatility sigma_L
 _ALPHA_FLOOR = 0.002
 BandSource = Literal["conformal", "volatility"]
 
@@ -111,7 +127,7 @@ class BandState(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: int = 1
+    schema_version: int = 2  # 2 adds sigma_long; a version-1 file loads with none learned yet
     model: str
     horizon: int = Field(ge=1)
     halflife: float = Field(gt=0)
@@ -119,6 +135,7 @@ class BandState(BaseModel):
     gamma: float = Field(default=GAMMA, ge=0, lt=1)
     residuals: list[list[float]]  # per step (index h-1): normalised errors, oldest first
     levels: list[LevelStats]
+    sigma_long: float | None = Field(default=None, gt=0)  # long-run volatility (None: not learned yet)
     updated_at: int | None = None
 
 
@@ -153,13 +170,24 @@ def _edges(state: BandState, step: int, alpha: float, ordered: np.ndarray | None
     return _quantiles(ordered if ordered is not None else np.sort(window), alpha)
 
 
+def band_scale(state: BandState, step: int, sigma: float) -> float:
+    """The scale of step ``step``'s errors for a forecast issued with recent volatility ``sigma``:
+    the mean per-candle variance over the path, reverting from ``sigma`` toward ``sigma_long``."""
+    if state.sigma_long is None or step <= 1:
+        return sigma
+    p = 0.5 ** (1.0 / state.halflife)
+    recent_share = (1.0 - p ** step) / (step * (1.0 - p))
+    return math.sqrt(state.sigma_long ** 2 + recent_share * (sigma * sigma - state.sigma_long ** 2))
+
+
 def _band(state: BandState, stats: LevelStats, step: int, yhat: float, sigma: float,
           ordered: np.ndarray | None = None) -> tuple[float, float]:
     edges = _edges(state, step, stats.alpha_t[step - 1], ordered)
     if edges is None:
         half = NormalDist().inv_cdf(0.5 + stats.level / 2) * math.sqrt(step)
         edges = (-half, half)
-    lo, hi = yhat * math.exp(edges[0] * sigma), yhat * math.exp(edges[1] * sigma)
+    scale = band_scale(state, step, sigma)
+    lo, hi = yhat * math.exp(edges[0] * scale), yhat * math.exp(edges[1] * scale)
     return min(lo, yhat), max(hi, yhat)
 
 
@@ -184,6 +212,19 @@ def _copy(state: BandState) -> BandState:
     return state.model_copy(update={"residuals": [list(w) for w in state.residuals], "levels": levels})
 
 
+def aci_step(gamma: float, step: int) -> float:
+    """ACI step size of horizon step ``step`` (see the module docstring: ``gamma * sqrt(h)``)."""
+    return gamma * math.sqrt(step)
+
+
+def _long_run(previous: float | None, sigma: float) -> float:
+    """EWMA of issue-time variances: the level a volatility shock decays toward."""
+    if previous is None:
+        return sigma
+    keep = 0.5 ** (1.0 / LONG_ISSUES)
+    return math.sqrt(keep * previous * previous + (1.0 - keep) * sigma * sigma)
+
+
 def update_bands(state: BandState, outcomes: Sequence[BandOutcome], now_ms: int | None = None) -> BandState:
     """A new state after ``outcomes`` realised (oldest first); the input is left untouched."""
     new = _copy(state)
@@ -198,12 +239,15 @@ def update_bands(state: BandState, outcomes: Sequence[BandOutcome], now_ms: int 
                 lo, hi = _band(new, stats, out.step, out.yhat, out.sigma)
                 covered = lo <= out.y <= hi
             i = out.step - 1
-            stats.alpha_t[i] = min(max(stats.alpha_t[i] + new.gamma * ((1 - stats.level) - (not covered)), -0.5), 1.5)
+            step_gamma = aci_step(new.gamma, out.step)
+            stats.alpha_t[i] = min(max(stats.alpha_t[i] + step_gamma * ((1 - stats.level) - (not covered)), -0.5), 1.5)
             stats.scored += 1
             stats.covered += int(covered)
         window = new.residuals[out.step - 1]
-        window.append(math.log(out.y / out.yhat) / out.sigma)
+        window.append(math.log(out.y / out.yhat) / band_scale(new, out.step, out.sigma))
         del window[: max(0, len(window) - new.window)]
+        if out.step == 1:  # one per issued forecast: sigma_L averages issues, not steps
+            new.sigma_long = _long_run(new.sigma_long, out.sigma)
     if now_ms is not None:
         new.updated_at = now_ms
     return new
