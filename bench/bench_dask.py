@@ -12,6 +12,9 @@ wipe the model registry and run the ``train`` flow in a fresh process with ``DAS
 (a local cluster of N single-threaded process workers). Reported: the wall time of the
 ``fit-series`` subflow (the fan-out) and of the whole run (with the cluster's start-up).
 
+``--flow fit``: only the training fan-out (the ``fit-series`` flow over every candidate of every
+series), timed as the whole flow run including the local cluster's start-up.
+
 ``--flow evaluate``: the same alternation over the ``evaluate`` flow (``--origins`` scored origins
 per series, naive, drift, Prophet, ETS), whose ``evaluate-series`` subflow submits one task per
 series to the cluster; its fan-out is timed the same way.
@@ -43,11 +46,27 @@ if __name__ == "__main__":
     state = {flow}_flow({args}return_state=True)
     print("WALL", time.perf_counter() - t0, state.type.value)
 """
+# ``--flow fit``: the training fan-out alone (every candidate of every series through the
+# ``fit-series`` flow on the configured runner), without the gate that follows it in a train run
+# (the gate is an evaluation, measured by ``--flow evaluate``).
+RUN_FIT = """
+import time
+from coin_core.lifecycle.retrain import training_specs
+from flows.common import flow_settings
+from flows.runners import task_runner
+from flows.train import fit_series_flow
+if __name__ == "__main__":
+    settings = flow_settings()
+    jobs = [(s, tf, spec) for s, tf in settings.predicted_series() for spec in training_specs(tf)]
+    t0 = time.perf_counter()
+    state = fit_series_flow.with_options(task_runner=task_runner(settings))(jobs, None, "cli", return_state=True)
+    print("WALL", time.perf_counter() - t0, state.type.value)
+"""
 
 
 def _run(env: dict[str, str], workdir: Path, flow: str, origins: int) -> dict:
     script = workdir / f"run_{flow}.py"
-    script.write_text(RUN.format(flow=flow, args=f"origins={origins}, " if flow == "evaluate" else ""))
+    script.write_text(RUN_FIT if flow == "fit" else RUN.format(flow=flow, args=f"origins={origins}, " if flow == "evaluate" else ""))
     out = subprocess.run([sys.executable, str(script)], env=env, cwd=workdir, capture_output=True, text=True, timeout=3600)
     text = out.stdout + out.stderr
     wall = re.search(r"WALL ([0-9.]+) (\w+)", text)
@@ -67,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--flow", choices=("train", "evaluate"), default="train")
+    parser.add_argument("--flow", choices=("train", "fit", "evaluate"), default="train")
     parser.add_argument("--days", type=int, default=30, help="days of 1h candles per series")
     parser.add_argument("--origins", type=int, default=50, help="scored origins per series (--flow evaluate)")
     args = parser.parse_args(argv)
