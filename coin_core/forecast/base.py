@@ -15,9 +15,10 @@ import json
 import math
 import platform
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, ClassVar, Sequence, TypeVar
+from typing import Any, ClassVar, Iterator, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -141,13 +142,19 @@ class Model(ABC):
     # -- public API --
     def fit(self: M, history: pd.DataFrame) -> M:
         frame = check_history(history)
-        try:
+        with self._translated("fit"):
             self.state_ = self._fit(frame)
+        return self
+
+    @contextmanager
+    def _translated(self, step: str) -> Iterator[None]:
+        """Library internals (stan, numpy, statsmodels) fail as the one project error type."""
+        try:
+            yield
         except ModelError:
             raise
-        except Exception as exc:  # library internals (stan, numpy) -> the one error type
-            raise ModelError(f"{self.name} fit failed: {type(exc).__name__}: {exc}") from exc
-        return self
+        except Exception as exc:
+            raise ModelError(f"{self.name} {step} failed: {type(exc).__name__}: {exc}") from exc
 
     def predict(self, target_ts: Sequence[int], recent: pd.DataFrame | None = None) -> pd.DataFrame:
         """Forecast at ``target_ts`` (ascending candle open times).
@@ -161,12 +168,8 @@ class Model(ABC):
             raise ModelError(f"{self.name} model is not fitted: call fit() or load() first")
         targets = check_targets(target_ts)
         tail = check_history(recent, min_rows=1) if recent is not None and len(recent) else None
-        try:
+        with self._translated("predict"):
             frame = self._predict(self.state_, targets, tail)
-        except ModelError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"{self.name} predict failed: {type(exc).__name__}: {exc}") from exc
         return check_prediction(frame, targets)
 
     def predict_points(self, target_ts: Sequence[int] | np.ndarray, recent_ts: np.ndarray | None = None,
@@ -180,12 +183,8 @@ class Model(ABC):
             raise ModelError(f"{self.name} model is not fitted: call fit() or load() first")
         targets = check_targets(target_ts)
         tail = check_recent(recent_ts, recent_y) if recent_ts is not None and len(recent_ts) else None
-        try:
+        with self._translated("predict"):
             values = self._predict_arrays(self.state_, targets, tail)
-        except ModelError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"{self.name} predict failed: {type(exc).__name__}: {exc}") from exc
         return check_points(values, targets)
 
     def predict_many(self, requests: Sequence[tuple[Sequence[int], pd.DataFrame | None]]) -> list[pd.DataFrame]:
