@@ -26,7 +26,7 @@ from coin_core.evaluation.run import evaluate_one, score_rows
 
 from flows.artifacts import artifact_key, publish_table
 from flows.common import fail_if_any, flow_settings, state_error
-from flows.runners import describe_runner, task_runner
+from flows.runners import describe_runner, on_dask, task_runner
 
 __all__ = ["evaluate_task", "evaluate_series_flow", "evaluate_flow"]
 
@@ -34,10 +34,6 @@ __all__ = ["evaluate_task", "evaluate_series_flow", "evaluate_flow"]
 @task(name="evaluate-series", task_run_name="evaluate {symbol} {tf}")
 def evaluate_task(settings: Settings, symbol: str, tf: str, origins: int | None, workers: int | None) -> SeriesEvaluation:
     return evaluate_one(settings, symbol, tf, n_origins=origins, workers=workers)
-
-
-def on_dask(settings: Settings) -> bool:
-    return bool(settings.dask_address) or settings.dask_workers > 0
 
 
 @flow(name="evaluate-series")

@@ -27,7 +27,7 @@ from prefect.task_runners import BaseTaskRunner, SequentialTaskRunner
 from coin_core.config import Settings
 from coin_core.errors import ConfigError
 
-__all__ = ["task_runner", "describe_runner"]
+__all__ = ["task_runner", "describe_runner", "on_dask"]
 
 
 def _dask_runner(**kwargs: Any) -> BaseTaskRunner:
@@ -46,6 +46,11 @@ def task_runner(settings: Settings) -> BaseTaskRunner:
         return _dask_runner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
                                             "processes": True, "dashboard_address": None})
     return SequentialTaskRunner()
+
+
+def on_dask(settings: Settings) -> bool:
+    """Whether per-series tasks go to Dask (then each runs in a worker process, not this one)."""
+    return bool(settings.dask_address) or settings.dask_workers > 0
 
 
 def describe_runner(settings: Settings) -> str:

@@ -113,7 +113,7 @@ def test_sqlite_close_closes_the_connection_of_every_thread(tmp_path: Path) -> N
 
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(use, range(3)))
-    opened = list(store._open)
+    opened = list(store._conns._open)
     assert len(opened) >= 3
     store.close()
     for conn in opened:
@@ -169,7 +169,7 @@ def test_scorebook_close_closes_the_connection_of_every_thread(tmp_path: Path) -
 
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(use, range(3)))
-    opened = list(book._open)
+    opened = list(book._conns._open)
     assert len(opened) >= 3
     book.close()
     for conn in opened:

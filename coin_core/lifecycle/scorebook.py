@@ -15,12 +15,12 @@ database (corrupt, truncated, emptied) raises a StorageError naming it: never si
 from __future__ import annotations
 
 import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import StorageError
+from ..storage.connections import ThreadConnections
 
 __all__ = ["SCORES_FILE", "ScoreRow", "Skill", "ScoreBook"]
 
@@ -97,10 +97,7 @@ class ScoreBook:
         self.path = Path(path)
         self._check_file()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._open: list[sqlite3.Connection] = []  # every thread's, so close() closes them all
-        self._generation = 0  # bumped by close(): a thread's older connection is not reused
+        self._conns = ThreadConnections(self.path, ("journal_mode=WAL", "busy_timeout=30000"))
         self._run(lambda c: c.executescript(_SCHEMA))
 
     def _check_file(self) -> None:
@@ -116,16 +113,7 @@ class ScoreBook:
                                "restore it or move it aside (docs/runbooks.md); it is never reset silently")
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "generation", -1) != self._generation:
-            # check_same_thread=False only so that close() may close every thread's connection
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            with self._lock:
-                self._open.append(conn)
-            self._local.conn, self._local.generation = conn, self._generation
-        return conn
+        return self._conns.get()
 
     def _run(self, work):  # type: ignore[no-untyped-def]
         try:
@@ -220,9 +208,4 @@ class ScoreBook:
 
     def close(self) -> None:
         """Close the connection of every thread that used the book (scoring runs on threads)."""
-        with self._lock:
-            conns, self._open = self._open, []
-            self._generation += 1
-        for conn in conns:
-            conn.close()
-        self._local.conn = None
+        self._conns.close()

@@ -19,6 +19,7 @@ import pandas as pd
 from ..candles import CheckedCandles
 from ..errors import StorageError
 from ..timeframes import Timeframe
+from .connections import ThreadConnections
 from .base import CandleStore, Forecast, points_frame, points_payload, rows_frame
 
 __all__ = ["SQLiteStore"]
@@ -62,10 +63,9 @@ class SQLiteStore(CandleStore):
         super().__init__(budget_bytes)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._lock = threading.RLock()  # guards _open and the write path
-        self._open: list[sqlite3.Connection] = []
-        self._generation = 0  # bumped by close(): a thread's older connection is not reused
+        self._lock = threading.RLock()  # serialises the write path
+        # One connection per thread (Prefect and the ingest fan-out run series in threads).
+        self._conns = ThreadConnections(self.path, ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"))
         conn = self._conn()
         try:
             conn.executescript(_SCHEMA)
@@ -76,21 +76,10 @@ class SQLiteStore(CandleStore):
             raise StorageError(f"cannot prepare SQLite store {self.path.name}: {exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
-        # One connection per thread (Prefect and the ingest fan-out run series in threads);
-        # check_same_thread=False only so that close() may close them all from one thread.
-        conn, generation = getattr(self._local, "conn", None), getattr(self._local, "generation", -1)
-        if conn is None or generation != self._generation:
-            try:
-                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=30000")
-            except sqlite3.Error as exc:
-                raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
-            with self._lock:
-                self._open.append(conn)
-            self._local.conn, self._local.generation = conn, self._generation
-        return conn
+        try:
+            return self._conns.get()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
     def _exec(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:
@@ -199,9 +188,5 @@ class SQLiteStore(CandleStore):
 
     def close(self) -> None:
         """Close every thread's connection; a later call on any thread opens a fresh one."""
-        with self._lock:
-            conns, self._open = self._open, []
-            self._generation += 1
-            for conn in conns:
-                conn.close()
-        self._local.conn = None
+        with self._lock:  # not in the middle of a write
+            self._conns.close()
