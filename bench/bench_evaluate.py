@@ -120,15 +120,17 @@ def evaluate_all(store: SQLiteStore, settings: Settings, series: list[tuple[str,
     return results, timing
 
 
-def rss_probe(rows: int) -> dict[str, Any]:
-    """Run in a child: evaluate BTC/USDT 1h stored with its last ``rows`` candles; peak RSS."""
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = settings_for(Path(tmp))
-        store = SQLiteStore(Path(tmp) / "c.db")
-        stored = load_store(store, "BTC/USDT", "1h", rows)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        ev = evaluate_series(store, settings, "BTC/USDT", "1h", [*BASELINE_SPECS, *CHALLENGER_SPECS], n_origins=50, workers=1)
-        store.close()
+def rss_probe(workdir: Path) -> dict[str, Any]:
+    """Run in a fresh child on a store filled by the parent: peak RSS of evaluating BTC/USDT 1h.
+
+    The parent loads the store, so the child's high-water mark is imports + evaluation only.
+    """
+    settings = settings_for(workdir)
+    store = SQLiteStore(workdir / "c.db")
+    stored = store.count("BTC/USDT", "1h")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ev = evaluate_series(store, settings, "BTC/USDT", "1h", [*BASELINE_SPECS, *CHALLENGER_SPECS], n_origins=50, workers=1)
+    store.close()
     return {"stored_rows": stored, "origins": len(ev.origins), "maxrss_before_mib": round(before / 1024, 1),
             "maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
@@ -136,7 +138,11 @@ def rss_probe(rows: int) -> dict[str, Any]:
 def rss_flatness(lengths: list[int]) -> list[dict[str, Any]]:
     results = []
     for rows in lengths:
-        proc = subprocess.run([sys.executable, __file__, "--rss-probe", str(rows)], capture_output=True, text=True, check=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            store = SQLiteStore(Path(tmp) / "c.db")
+            load_store(store, "BTC/USDT", "1h", rows)
+            store.close()
+            proc = subprocess.run([sys.executable, __file__, "--rss-probe", tmp], capture_output=True, text=True, check=True)
         results.append(json.loads(proc.stdout))
     return results
 
@@ -147,7 +153,7 @@ def main() -> None:
     parser.add_argument("--origins", type=int, default=200)
     parser.add_argument("--no-serial", action="store_true", help="skip the one-core rerun")
     parser.add_argument("--rss-lengths", default="15000,46981", help="1h history lengths for the RSS probe ('' = skip)")
-    parser.add_argument("--rss-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-probe", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_probe:
         print(json.dumps(rss_probe(args.rss_probe)))

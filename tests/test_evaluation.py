@@ -228,3 +228,19 @@ def test_several_series_share_one_pool_and_match_one_at_a_time(short_settings: S
         assert ev.scores == alone.scores and ev.origins == alone.origins
         assert {k: v.model_dump() for k, v in ev.bands.items()} == {k: v.model_dump() for k, v in alone.bands.items()}
     assert pooled[0].scores != pooled[1].scores  # two different markets, not one result copied
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_pool_workers_run_one_blas_thread_each() -> None:
+    # Two workers on two cores: a BLAS pool of two threads in each oversubscribes the machine
+    # (OpenBLAS threads spin while they wait) and made ETS fits 2.1x slower.
+    from coin_core.evaluation.engine import worker_pool
+
+    with worker_pool(2) as pool:
+        per_worker = [pool.submit(_blas_threads).result() for _ in range(2)]
+    assert all(threads and set(threads) == {1} for threads in per_worker), per_worker
