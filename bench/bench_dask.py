@@ -12,8 +12,13 @@ wipe the model registry and run the ``train`` flow in a fresh process with ``DAS
 (a local cluster of N single-threaded process workers). Reported: the wall time of the
 ``fit-series`` subflow (the fan-out) and of the whole run (with the cluster's start-up).
 
-``--flow fit``: only the training fan-out (the ``fit-series`` flow over every candidate of every
-series), timed as the whole flow run including the local cluster's start-up.
+``--flow fit``: only the training fan-out (the ``fit-series`` flow: one task per series fitting
+every candidate), timed as the flow run's own duration as the server records it (``flow_s``:
+Running -> end; Prefect 2.20 starts the task runner, here the local cluster, before the run turns
+Running) and as the whole call with the cluster's start-up and shutdown (``run_s``).
+
+Every run also reports the CPU seconds of its process tree (flow process, Dask scheduler and
+workers, CmdStan) and of the local Prefect server, which shares the machine's cores.
 
 ``--flow evaluate``: the same alternation over the ``evaluate`` flow (``--origins`` scored origins
 per series, naive, drift, Prophet, ETS), whose ``evaluate-series`` subflow submits one task per
@@ -23,9 +28,11 @@ series to the cluster; its fan-out is timed the same way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -45,6 +52,7 @@ if __name__ == "__main__":
     t0 = time.perf_counter()
     state = {flow}_flow({args}return_state=True)
     print("WALL", time.perf_counter() - t0, state.type.value)
+    print("RUNID", state.state_details.flow_run_id)
 """
 # ``--flow fit``: the training fan-out alone (every candidate of every series through the
 # ``fit-series`` flow on the configured runner), without the gate that follows it in a train run
@@ -61,25 +69,53 @@ if __name__ == "__main__":
     t0 = time.perf_counter()
     state = fit_series_flow.with_options(task_runner=task_runner(settings))(jobs, None, "cli", return_state=True)
     print("WALL", time.perf_counter() - t0, state.type.value)
+    print("RUNID", state.state_details.flow_run_id)
 """
+
+
+def _server_cpu_s() -> float:
+    """CPU seconds used so far by the local Prefect server's processes (it records every task run)."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if "prefect.server" in line or "prefect server" in line:
+            with contextlib.suppress(psutil.Error):
+                total += sum(proc.cpu_times()[:2])
+    return total
+
+
+def _flow_s(run_id: str) -> tuple[float | None, float | None]:
+    """(the run, its subflows) from Running to end as the server recorded them. A subflow that
+    carries the Dask runner is its fan-out on a cluster that is already up: Prefect 2.20 starts a
+    flow's task runner before the flow turns Running."""
+    import httpx
+
+    api = os.environ["PREFECT_API_URL"]
+    run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
+    subs = httpx.post(f"{api}/flow_runs/filter", timeout=30,
+                      json={"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}}).json()
+    sub_s = sum(float(r["total_run_time"] or 0) for r in subs) if subs else None
+    return (round(float(run["total_run_time"]), 2) if run.get("total_run_time") else None,
+            round(sub_s, 2) if sub_s else None)
 
 
 def _run(env: dict[str, str], workdir: Path, flow: str, origins: int) -> dict:
     script = workdir / f"run_{flow}.py"
     script.write_text(RUN_FIT if flow == "fit" else RUN.format(flow=flow, args=f"origins={origins}, " if flow == "evaluate" else ""))
+    cpu0, server0 = resource.getrusage(resource.RUSAGE_CHILDREN), _server_cpu_s()
     out = subprocess.run([sys.executable, str(script)], env=env, cwd=workdir, capture_output=True, text=True, timeout=3600)
+    cpu1, server1 = resource.getrusage(resource.RUSAGE_CHILDREN), _server_cpu_s()
     text = out.stdout + out.stderr
     wall = re.search(r"WALL ([0-9.]+) (\w+)", text)
     if not wall or wall[2] != "COMPLETED":
         raise RuntimeError(text[-3000:])
-    sub = re.search(r"Subflow run '[^']+' - Finished in state Completed\(\)", text)
-    times = re.findall(r"^(\d\d):(\d\d):(\d\d\.\d+) \| INFO\s+\| Flow run '[^']+' - Created subflow run", text, re.M)
-    ends = re.findall(r"^(\d\d):(\d\d):(\d\d\.\d+) \| INFO\s+\| Subflow run '[^']+' - Finished", text, re.M)
-    fan_out = None
-    if sub and times and ends:
-        secs = [int(h) * 3600 + int(m) * 60 + float(s) for h, m, s in (times[0], ends[-1])]
-        fan_out = round(secs[1] - secs[0], 2)
-    return {"run_s": round(float(wall[1]), 2), "fan_out_s": fan_out}
+    run_id = re.search(r"RUNID (\S+)", text)
+    flow_s, fan_out = _flow_s(run_id[1]) if run_id else (None, None)
+    return {"run_s": round(float(wall[1]), 2), "fan_out_s": fan_out, "flow_s": flow_s,
+            "cpu_s_run": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
+            "cpu_s_prefect_server": round(server1 - server0, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,11 +147,13 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(workdir / "data" / "models", ignore_errors=True)
                 shutil.rmtree(workdir / "results", ignore_errors=True)  # no cached fit: every series fits
                 results[workers].append(_run({**env, "DASK_WORKERS": str(workers)}, workdir, args.flow, args.origins))
-    best = {n: min(r["fan_out_s"] or r["run_s"] for r in runs) for n, runs in results.items()}
+    best = {n: min(r["fan_out_s"] or r["flow_s"] or r["run_s"] for r in runs) for n, runs in results.items()}
+    whole = {n: min(r["run_s"] for r in runs) for n, runs in results.items()}
     print(json.dumps({"bench": f"dask-{args.flow}", "cpus": os.cpu_count(), "series": args.series,
                       "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
                       "runs": {f"{n}_worker": runs for n, runs in results.items()},
-                      "best_fan_out_s": best, "speedup_2_over_1": round(best[1] / best[2], 2)}, indent=1))
+                      "best_fan_out_s": best, "speedup_2_over_1": round(best[1] / best[2], 2),
+                      "best_run_s": whole, "speedup_whole_run_2_over_1": round(whole[1] / whole[2], 2)}, indent=1))
     return 0
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .publish import PublishReport
     from .storage import CandleStore
 
-__all__ = ["CycleReport", "NO_CANDLES", "without_candles", "train_one", "run_train", "run_score", "run_forecast",
+__all__ = ["CycleReport", "NO_CANDLES", "without_candles", "train_candidates", "run_train", "run_score", "run_forecast",
            "run_publish", "run_cycle"]
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,26 @@ class CycleReport(BaseModel):
     requests: int = 0
 
 
-def train_one(settings: Settings, symbol: str, tf: str, lookback: int | None, spec: "ModelSpec",
-              actor: "Actor") -> "TrainResult":
-    """Fit one candidate of a series with its own store connection (what a Dask worker runs)."""
+def train_candidates(settings: Settings, symbol: str, tf: str, lookback: int | None, specs: "list[ModelSpec]",
+                     actor: "Actor") -> "list[TrainResult | str]":
+    """Fit every candidate of one series on one store connection (what a Dask worker runs).
+
+    One entry per spec, in order: its result, or the one-line error of the candidate that could
+    not be fitted (the others still are).
+    """
+    from .errors import CoinPredictError
+    from .forecast.predict import short_error
     from .forecast.training import train_series
 
+    results: list[TrainResult | str] = []
     with open_store(settings) as store:
-        return train_series(store, settings, symbol, tf, lookback=lookback, spec=spec, actor=actor)
+        for spec in specs:
+            try:
+                results.append(train_series(store, settings, symbol, tf, lookback=lookback, spec=spec, actor=actor))
+            except CoinPredictError as exc:
+                log.warning("%s %s %s not fitted: %s", symbol, tf, spec.name, short_error(exc))
+                results.append(short_error(exc))
+    return results
 
 
 def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,

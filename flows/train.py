@@ -5,13 +5,15 @@
   auto-create it inactive, limiting nothing) and frees a slot leaked by a dead run.
 * Every candidate of a series (both baselines, the shared spec, the challengers) is fitted and
   registered as a shadow; nothing serves until the gate passes it (``coin_core.lifecycle``).
-* No refit of what is already fitted: each fit task is cached under ``fit_cache_key`` (series,
-  training data range, model spec), reused only while that fit is still registered in some role;
-  a deleted result file means a refit, not a failed run (see ``flows.tasks.cached``).
-* Fits fan out where ``flows.runners.task_runner`` says: in-process one at a time by default,
-  or over Dask (``DASK_WORKERS`` / ``DASK_ADDRESS``) through a subflow ``fit-series`` that
-  carries the chosen task runner. Each fit task opens its own store (it may run in another
-  process); keys are computed in the flow, cheaply, before anything is submitted.
+* No refit of what is already fitted: each series' candidates are fitted by one task, cached
+  under ``fit_group_key`` of their ``fit_cache_key``s (series, training data range, model spec),
+  reused only while every one of those fits is still registered in some role; a deleted result
+  file means a refit, not a failed run (see ``flows.tasks.cached``).
+* Fits fan out where ``flows.runners.task_runner`` says: in-process one series at a time by
+  default, or over Dask (``DASK_WORKERS`` / ``DASK_ADDRESS``) through a subflow ``fit-series``
+  that carries the chosen task runner; one task per series (a task run costs more orchestration
+  than a baseline's fit). Each fit task opens its own store (it may run in another process);
+  the keys of every series are read in one task before anything is submitted.
 * However the run started (schedule, UI, a retrain trigger), it ends evaluated, gated and
   published. ``triggered_only`` (the ``retrain-on-trigger`` deployment) retrains only the series
   whose triggers fired (age, new candles, ADWIN drift on band misses, no candidate).
@@ -29,7 +31,7 @@ from coin_core.config import Settings
 from coin_core.forecast.base import ModelSpec
 from coin_core.forecast.events import Actor
 from coin_core.forecast.specs import default_lookback
-from coin_core.forecast.training import registered_fit_keys
+from coin_core.forecast.training import fit_group_key, registered_fit_keys
 from coin_core.lifecycle import ScoreBook, open_scorebook
 from coin_core.lifecycle.retrain import training_specs
 from coin_core.pipeline import NO_CANDLES, without_candles
@@ -39,7 +41,7 @@ from flows.artifacts import artifact_key, gate_columns, publish_table, train_row
 from flows.common import SeriesFailed, fail_if_any, flow_actor, flow_settings, recorded_run, state_error
 from flows.runners import describe_runner, task_runner
 from flows.setup import TRAIN_LIMIT, ensure_concurrency_limits, release_stale_slots
-from flows.tasks import cached, fit_key_task, gate_task, publish_task, train_task, triggers_task
+from flows.tasks import cached, fit_keys_task, gate_task, publish_task, train_task, triggers_task
 
 __all__ = ["TRAIN_WAIT_S", "prepare_train_limit", "fit_series_flow", "gate_one", "select_series", "train_flow"]
 
@@ -55,40 +57,53 @@ def prepare_train_limit(current_run: str | None) -> bool:
     return release_stale_slots(TRAIN_LIMIT, "train", current_run)
 
 
-def _key(store: CandleStore, settings: Settings, job: Job, lookback: int) -> tuple[str | None, bool, str | None]:
-    """(fit key, refresh the cached fit?, error) of one candidate of a series."""
-    symbol, tf, spec = job
-    key_state = fit_key_task(store, symbol, tf, lookback, spec, return_state=True)
-    error = state_error(key_state)
-    if error is not None:
-        return None, False, error
-    key = key_state.result()
-    if key is None:  # nothing stored: a run asked for it must not end Completed with 0 models
-        return None, False, f"{symbol} {tf}: {NO_CANDLES}"
-    # Reuse a cached fit only while that model is still registered (not pruned, not corrupt).
-    return key, key not in registered_fit_keys(settings, symbol, tf), None
+def _by_series(jobs: list[Job], lookback: int | None) -> dict[tuple[str, str, int], list[ModelSpec]]:
+    """Candidates grouped by series (and its training window), in the order they were asked."""
+    groups: dict[tuple[str, str, int], list[ModelSpec]] = {}
+    for symbol, tf, spec in jobs:
+        window = lookback if lookback is not None else default_lookback(tf)
+        groups.setdefault((symbol, tf, window), []).append(spec)
+    return groups
+
+
+def _submit(settings: Settings, series: tuple[str, str, int], specs: list[ModelSpec], keys: list[str] | None,
+            actor: Actor) -> tuple[Any, str | None]:
+    """The series' (cached) fit of every candidate, or why it cannot run."""
+    symbol, tf, window = series
+    if keys is None:  # nothing stored: a run asked for it must not end Completed with 0 models
+        return None, f"{symbol} {tf}: {NO_CANDLES}"
+    key = fit_group_key(symbol, tf, keys)
+    # Reuse the cached fits only while every one of those models is still registered (not
+    # pruned, not corrupt): otherwise the series refits.
+    stale = not set(keys) <= registered_fit_keys(settings, symbol, tf)
+    return cached(train_task, key, refresh=stale).submit(settings, symbol, tf, window, specs, actor, cache_key=key), None
+
+
+def _rows(symbol: str, tf: str, specs: list[ModelSpec], state: Any, error: str | None) -> list[dict[str, object]]:
+    error = error or (state_error(state) if state is not None else None)
+    results: list[Any] = state.result() if error is None else [None] * len(specs)
+    reused = state is not None and state.name == "Cached"
+    return [train_row(symbol, tf, spec.name, None, False, result) if isinstance(result, str)
+            else train_row(symbol, tf, spec.name, result, reused, error) for spec, result in zip(specs, results)]
 
 
 @flow(name="fit-series")
 def fit_series_flow(jobs: list[Job], lookback: int | None, actor: Actor,
                     symbols: list[str] | None = None, timeframes: list[str] | None = None) -> list[dict[str, object]]:
-    """Key every candidate, submit its (cached) fit to this flow's task runner, one row each."""
+    """Key every series' candidates, submit each series' (cached) fits to this flow's task
+    runner as one task, one row per candidate."""
     settings = flow_settings(symbols, timeframes)
-    pending: list[tuple[Job, Any, str | None]] = []
+    groups = _by_series(jobs, lookback)
     with open_store(settings) as store:
-        for job in jobs:
-            symbol, tf, spec = job
-            window = lookback if lookback is not None else default_lookback(tf)
-            key, stale, error = _key(store, settings, job, window)
-            future = None if error else cached(train_task, key, refresh=stale).submit(
-                settings, symbol, tf, window, spec, actor, cache_key=key)
-            pending.append((job, future, error))
-    rows = []
-    for (symbol, tf, spec), future, error in pending:
-        state = future.wait() if future is not None else None
-        error = error or (state_error(state) if state is not None else None)
-        rows.append(train_row(symbol, tf, spec.name, None if error else state.result(),
-                              state is not None and state.name == "Cached", error))
+        key_state = fit_keys_task(store, [(*series, specs) for series, specs in groups.items()], len(groups),
+                                  return_state=True)
+    key_error = state_error(key_state)
+    all_keys = key_state.result() if key_error is None else [None] * len(groups)
+    pending = [(series, specs, *((None, key_error) if key_error else _submit(settings, series, specs, keys, actor)))
+               for (series, specs), keys in zip(groups.items(), all_keys)]
+    rows: list[dict[str, object]] = []
+    for (symbol, tf, _), specs, future, error in pending:
+        rows += _rows(symbol, tf, specs, future.wait() if future is not None else None, error)
     return rows
 
 

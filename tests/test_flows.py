@@ -32,7 +32,7 @@ from flows import cycle_flow, ingest_flow, train_flow
 from flows.setup import TRAIN_LIMIT, ensure_concurrency_limits, read_concurrency_limit, release_stale_slots
 from flows.tasks import (
     exchange_markets,
-    fit_key_task,
+    fit_keys_task,
     forecast_task,
     publish_task,
     score_step_task,
@@ -196,7 +196,7 @@ def test_transient_error_fails_only_its_series_and_the_next_run_catches_up(
 
 
 def test_retry_policy_is_io_only_with_whole_second_delays() -> None:
-    for io in (exchange_markets, publish_task, fit_key_task):
+    for io in (exchange_markets, publish_task, fit_keys_task):
         assert io.retries >= 1 and io.retry_condition_fn is not None, io.name
         delays = io.retry_delay_seconds if isinstance(io.retry_delay_seconds, list) else [io.retry_delay_seconds]
         assert all(isinstance(d, int) and d >= 1 for d in delays), (io.name, delays)

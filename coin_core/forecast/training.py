@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ from .models import make_model
 from .specs import shared_spec, version_for
 
 __all__ = [
-    "TRAIN_CHUNK", "TrainResult", "DataRange", "train_series", "fit_cache_key", "data_range", "read_history",
+    "TRAIN_CHUNK", "TrainResult", "DataRange", "train_series", "fit_cache_key", "fit_keys", "fit_group_key", "data_range", "read_history",
     "require_trained", "registered_fit_keys",
 ]
 
@@ -81,6 +81,22 @@ def fit_cache_key(symbol: str, tf: Timeframe, first_ts: int, last_ts: int, row_c
     """Same inputs -> same key: the Prefect train task's cache key (a retry does not refit)."""
     raw = f"{parse_symbol(symbol)}|{parse_timeframe(tf)}|{int(first_ts)}|{int(last_ts)}|{int(row_count)}|{spec_hash}"
     return f"fit-{slug(symbol)}-{tf}-{hashlib.sha256(raw.encode()).hexdigest()[:24]}"
+
+
+def fit_keys(store: CandleStore, symbol: str, tf: Timeframe, lookback: int | None,
+             specs: Sequence[ModelSpec]) -> list[str] | None:
+    """The :func:`fit_cache_key` of each spec fitted on the series' current training window;
+    None when nothing is stored."""
+    rng = data_range(store, symbol, tf, lookback)
+    if rng is None:
+        return None
+    return [fit_cache_key(symbol, tf, rng.first_ts, rng.last_ts, rng.row_count, spec.spec_hash) for spec in specs]
+
+
+def fit_group_key(symbol: str, tf: Timeframe, keys: Sequence[str]) -> str:
+    """One key for fitting several candidates of a series together: same fits -> same key."""
+    digest = hashlib.sha256("|".join(sorted(keys)).encode()).hexdigest()[:24]
+    return f"fit-{slug(symbol)}-{tf}-{digest}"
 
 
 def data_range(
