@@ -155,6 +155,19 @@ def test_failing_fit_raises_model_error(settings: Settings, forecast_store: SQLi
     assert registry.list_versions(settings, SYM, "1h") == []
 
 
+def test_candidates_of_a_series_fit_together_and_a_failure_is_its_own_row(settings: Settings) -> None:
+    from coin_core.pipeline import train_candidates
+    from coin_core.storage import open_store
+
+    with open_store(settings) as store:
+        _fill(store, 200)  # type: ignore[arg-type]
+    drift = ModelSpec(name="drift")
+    results = train_candidates(settings, SYM, "1h", None, [NAIVE, BROKEN, drift], "cli")
+    assert [type(r).__name__ for r in results] == ["TrainResult", "str", "TrainResult"]
+    assert results[1].startswith("ModelError: prophet fit failed"), results[1]  # type: ignore[union-attr]
+    assert {m.metadata.spec.name for m in registry.registered(settings, SYM, "1h")} == {"naive", "drift"}
+
+
 # ---- prediction ----------------------------------------------------------------------------
 def test_insufficient_data_is_recorded(settings: Settings, forecast_store: SQLiteStore) -> None:
     _fill(forecast_store, 50)
