@@ -41,6 +41,7 @@ from .symbols import slug
 from .timeframes import Timeframe
 
 __all__ = [
+    "Judged",
     "SeriesHealth",
     "StoreHealth",
     "StorageUsage",
@@ -81,8 +82,31 @@ def check_forecast(forecast: Forecast, tf: Timeframe) -> str | None:
     return None
 
 
+class Judged:
+    """What the status picture and publish derive alike from a series' two freshness verdicts."""
+
+    history: Freshness
+    prediction: Freshness | None
+
+    @property
+    def has_forecast(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def visible(self) -> bool:
+        return not self.history.hidden
+
+    @property
+    def signals(self) -> tuple[Signal, ...]:
+        return self.history.signals
+
+    @property
+    def status(self) -> FreshnessStatus:
+        return series_status(self.history, self.prediction, self.has_forecast)
+
+
 @dataclass(frozen=True)
-class SeriesHealth:
+class SeriesHealth(Judged):
     """Everything known about one series at ``now_ms`` (no candles: publish reads those)."""
 
     symbol: str
@@ -108,16 +132,8 @@ class SeriesHealth:
         return f"{self.symbol} {self.timeframe}"
 
     @property
-    def visible(self) -> bool:
-        return not self.history.hidden
-
-    @property
-    def signals(self) -> tuple[Signal, ...]:
-        return self.history.signals
-
-    @property
-    def status(self) -> FreshnessStatus:
-        return series_status(self.history, self.prediction, self.forecast_input_ts is not None)
+    def has_forecast(self) -> bool:
+        return self.forecast_input_ts is not None
 
 
 def series_status(history: Freshness, prediction: Freshness | None, has_forecast: bool) -> FreshnessStatus:

@@ -18,7 +18,7 @@ import pandas as pd
 from .. import timeframes as tfs
 from ..config import Settings
 from ..candles import COLUMNS, empty_frame
-from ..freshness import Freshness, FreshnessStatus, Signal
+from ..freshness import Freshness
 from ..errors import CoinPredictError, ModelError
 from ..lifecycle.report import TrackRecord, track_record
 from ..lifecycle.scorebook import ScoreBook
@@ -27,7 +27,7 @@ from ..forecast.base import ModelMetadata
 from ..forecast.registry import champion_summary
 from ..health import IngestState, PredictionHealth
 from ..policy import TimeframePolicy
-from ..status import SeriesHealth, StatusPicture, build_status, check_forecast, read_series, series_status
+from ..status import Judged, SeriesHealth, StatusPicture, build_status, check_forecast, read_series
 from ..storage.base import FORECAST_COLUMNS, CandleStore, Forecast
 from ..symbols import slug
 from ..timeframes import Timeframe
@@ -52,7 +52,7 @@ def series_files(symbol: str, tf: Timeframe) -> SeriesFiles:
 
 
 @dataclass(frozen=True)
-class SeriesState:
+class SeriesState(Judged):
     """Everything publish needs about one series at ``now_ms``."""
 
     symbol: str
@@ -83,16 +83,8 @@ class SeriesState:
         return series_files(self.symbol, self.timeframe)
 
     @property
-    def visible(self) -> bool:
-        return not self.history.hidden
-
-    @property
-    def signals(self) -> tuple[Signal, ...]:
-        return self.history.signals
-
-    @property
-    def status(self) -> FreshnessStatus:
-        return series_status(self.history, self.prediction, self.forecast is not None)
+    def has_forecast(self) -> bool:
+        return self.forecast is not None
 
     # Derived from the frames once per state (pages ask for them dozens of times); the state is
     # frozen, so a cached value cannot go stale.
