@@ -12,39 +12,20 @@ from datetime import datetime, timezone
 import pytest
 
 from coin_core import timeframes as tfs
-from coin_core.config import Settings
 from coin_core.errors import StorageBudgetExceeded, StorageUnavailableError
 from coin_core.exchange import ExchangeClient
-from coin_core.exchange_sim import SimClock, SimExchange
+from coin_core.exchange_sim import SimExchange
 from coin_core.health import read_ingest_state
 from coin_core.ingest import find_missing_ranges, ingest_series, run_ingest
 from coin_core.storage import CandleStore
 from coin_core.storage.sqlite import SQLiteStore
 
 H = 3_600_000
-NOW = datetime(2024, 3, 10, 12, 30, tzinfo=timezone.utc).timestamp()
+from tests.fixtures.exchange import INGEST_NOW as NOW  # noqa: E402 - the fixtures' clock
 
 
 def ms(*args: int) -> int:
     return int(datetime(*args, tzinfo=timezone.utc).timestamp() * 1000)
-
-
-@pytest.fixture
-def frozen(sim_clock: SimClock) -> SimClock:
-    sim_clock.set(NOW)
-    return sim_clock
-
-
-@pytest.fixture
-def cfg(sim_settings: Settings) -> Settings:
-    """1h with a 20-day first backfill: 480 candles, a few pages."""
-    return sim_settings.model_copy(update={"timeframe_policy": {"1h": {"lookback_days": 20}}})
-
-
-@pytest.fixture
-def store(cfg: Settings) -> CandleStore:
-    with SQLiteStore(cfg.data_dir / "c.sqlite3") as s:
-        yield s
 
 
 def stored(store: CandleStore, symbol: str, tf: str) -> list[list[float]]:

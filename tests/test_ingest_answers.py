@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime, timezone
-from typing import Iterator
 
 import pytest
 
@@ -24,7 +23,7 @@ from coin_core.storage import CandleStore
 from coin_core.storage.sqlite import SQLiteStore
 
 H = 3_600_000
-NOW = datetime(2024, 3, 10, 12, 30, tzinfo=timezone.utc).timestamp()
+from tests.fixtures.exchange import INGEST_NOW as NOW  # noqa: E402 - the fixtures' clock
 KLINES = "/api/v3/klines"
 
 
@@ -33,23 +32,6 @@ def ms(*args: int) -> int:
 
 
 HOLE = (ms(2024, 3, 4, 3), ms(2024, 3, 4, 7))  # five candles
-
-
-@pytest.fixture
-def frozen(sim_clock: SimClock) -> SimClock:
-    sim_clock.set(NOW)
-    return sim_clock
-
-
-@pytest.fixture
-def cfg(sim_settings: Settings) -> Settings:
-    return sim_settings.model_copy(update={"timeframe_policy": {"1h": {"lookback_days": 20}}})
-
-
-@pytest.fixture
-def store(cfg: Settings) -> Iterator[CandleStore]:
-    with SQLiteStore(cfg.data_dir / "c.sqlite3") as s:
-        yield s
 
 
 def assert_store_equals_exchange(store: CandleStore, sim: SimExchange, symbol: str = "BTC/USDT", tf: str = "1h") -> None:

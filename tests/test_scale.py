@@ -10,7 +10,6 @@ import json
 import multiprocessing
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -24,19 +23,9 @@ from coin_core.pipeline import run_cycle
 from coin_core.storage.sqlite import SQLiteStore
 from coin_core.throttle import SharedThrottle
 
-NOW = datetime(2024, 3, 10, 12, 30, tzinfo=timezone.utc).timestamp()
+from tests.fixtures.exchange import INGEST_NOW as NOW  # noqa: E402 - the fixtures' clock
 KLINES = "/api/v3/klines"
-
-
-@pytest.fixture
-def frozen(sim_clock: SimClock) -> SimClock:
-    sim_clock.set(NOW)
-    return sim_clock
-
-
-@pytest.fixture
-def cfg(sim_settings: Settings) -> Settings:
-    return sim_settings.model_copy(update={"timeframe_policy": {"1h": {"lookback_days": 10}}})
+LOOKBACK_DAYS = 10  # the first backfill (tests.fixtures.exchange.cfg)
 
 
 def test_shared_throttle_books_consecutive_slots_across_threads() -> None:

@@ -7,7 +7,6 @@ surfaces before a single file is touched.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -91,11 +90,6 @@ class SeriesState(Judged):
     @cached_property
     def last_close(self) -> float | None:
         return None if self.candles.empty else float(self.candles["close"].iloc[-1])
-
-    @property
-    def quote(self) -> str:
-        """The unit of every price of this series: the pair's quote currency (``USDT``)."""
-        return self.symbol.split("/", 1)[1]
 
     @property
     def served_points(self) -> pd.DataFrame | None:
