@@ -114,8 +114,11 @@ class Settings(BaseSettings):
     )
     exchange_timeout_s: float = Field(default=10.0, ge=0.1, le=600, allow_inf_nan=False)
     exchange_max_retries: int = Field(default=5, ge=0, le=20)
+    # Little's law: to keep the throttle's ~48 requests/s busy, about 48/s x (100 ms round trip
+    # + ~30 ms of answer and parsing) = ~6-10 requests must be in flight; 12 leaves headroom
+    # without the GIL contention that 16 threads already showed (docs/benchmarks.md).
     exchange_concurrency: int = Field(
-        default=8, ge=1, le=64,
+        default=12, ge=1, le=64,
         description="series fetched at once (threads), all under the exchange's one request throttle",
     )
     exchange_max_clock_skew_s: float = Field(
