@@ -224,6 +224,15 @@ def test_shadow_runs_of_one_snapshot_are_kept_apart_and_never_served(store: Cand
         (issued + HOUR, "baseline", "drift")]
     assert [f.model for f in store.read_forecasts("BTC/USDT", "1h", issued_from=issued + 1)] == ["drift"]
     assert [f.role for f in store.read_forecasts("BTC/USDT", "1h", issued_to=issued, role="challenger")] == ["challenger"]
+    # Scoring's frame-free read: the same runs, in the same order, with the same values.
+    plain = store.read_forecast_columns("BTC/USDT", "1h")
+    assert [(f.issued_at, f.role, f.model, f.model_version, f.input_last_ts) for f in plain] == [
+        (f.issued_at, f.role, f.model, f.model_version, f.input_last_ts) for f in every]
+    for frame, cols in zip(every, plain):
+        assert cols.columns["ts"] == frame.points["ts"].tolist()
+        for column in ("yhat", "yhat_lower", "yhat_upper", "yhat_lower_50", "yhat_upper_50"):
+            np.testing.assert_array_equal(np.asarray(cols.floats(column)), frame.points[column].to_numpy())  # NaN too
+    assert [f.model for f in store.read_forecast_columns("BTC/USDT", "1h", issued_from=issued + 1)] == ["drift"]
     store.write_forecast(_forecast(issued, "prophet-eeeeeeee-20230103000000", 5, role="challenger"))  # same slot: replaced
     assert [f.model_version for f in store.read_forecasts("BTC/USDT", "1h", role="challenger")] == [
         "prophet-eeeeeeee-20230103000000"]

@@ -24,7 +24,7 @@ from ..errors import ModelError
 from ..forecast.bands import (
     VOL_ROWS, BandOutcome, band_halflife, load_band_state, new_band_state, save_band_state, sigma_of, update_bands,
 )
-from ..storage.base import CandleStore, Forecast
+from ..storage.base import CandleStore, ForecastColumns
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, add, parse_timeframe
 from .scorebook import ScoreBook, ScoreRow
@@ -101,20 +101,18 @@ def _covered(row: ScoreRow) -> dict[float, bool]:
     return covered
 
 
-def _rows(forecast: Forecast, closes: _Closes, sigma: float | None, known: set[tuple[str, int, int]]) -> Iterator[ScoreRow]:
+def _rows(forecast: ForecastColumns, closes: _Closes, sigma: float | None, known: set[tuple[str, int, int]]) -> Iterator[ScoreRow]:
     """The forecast's points whose candle has closed and that are not scored yet."""
     anchor = closes.by_ts.get(forecast.input_last_ts)
     if anchor is None:
         return  # the input candle left the store (retention): the naive error is unknown
-    columns = {name: i for i, name in enumerate(forecast.points.columns)}
-    values = forecast.points.to_numpy(dtype="float64")  # one copy; ts (ms) are exact in float64
-    targets = [int(t) for t in values[:, columns["ts"]].tolist()]
+    targets = [int(t) for t in forecast.columns.get("ts", [])]
     fresh = [i for i, t in enumerate(targets) if t in closes.by_ts
              and (forecast.model_version, forecast.issued_at, t) not in known]
     if not fresh:
         return
-    yhat, lo80, hi80, lo50, hi50 = ((values[:, columns[c]].tolist() if c in columns else [math.nan] * len(targets))
-                                    for c in ("yhat", "yhat_lower", "yhat_upper", "yhat_lower_50", "yhat_upper_50"))
+    yhat, lo80, hi80, lo50, hi50 = (forecast.floats(c) for c in
+                                    ("yhat", "yhat_lower", "yhat_upper", "yhat_lower_50", "yhat_upper_50"))
     for i in fresh:
         y = closes.by_ts[targets[i]]
         yield ScoreRow(forecast.symbol, forecast.timeframe, forecast.model_version, forecast.issued_at, targets[i],
@@ -136,7 +134,7 @@ def score_series(store: CandleStore, settings: Settings, book: ScoreBook, symbol
         return ScoreReport(symbol, tf, 0, None)
     mark = book.watermark(symbol, tf)
     issued_from = None if mark is None else add(mark, tf, -(policy.horizon + 2))
-    forecasts = [f for f in store.read_forecasts(symbol, tf, issued_from=issued_from) if f.input_last_ts < latest]
+    forecasts = [f for f in store.read_forecast_columns(symbol, tf, issued_from=issued_from) if f.input_last_ts < latest]
     rows: list[ScoreRow] = []
     if forecasts:
         first = min(f.input_last_ts for f in forecasts)

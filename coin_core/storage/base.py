@@ -10,7 +10,9 @@ below (see ``sqlite.py`` and ``influx.py``). Writes are idempotent upserts keyed
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 import threading
 import time
@@ -27,7 +29,7 @@ from ..symbols import parse_symbol
 from ..timeframes import Timeframe, parse_timeframe
 
 __all__ = [
-    "CandleStore", "Forecast", "FORECAST_COLUMNS", "BAND50_COLUMNS", "STORED_COLUMNS", "ROLES", "Role",
+    "CandleStore", "Forecast", "ForecastColumns", "ForecastRow", "FORECAST_COLUMNS", "BAND50_COLUMNS", "STORED_COLUMNS", "ROLES", "Role",
     "BUDGET_WARN_RATIO", "points_payload", "points_frame", "rows_frame",
 ]
 
@@ -69,8 +71,53 @@ class Forecast:
 
     def __post_init__(self) -> None:
         if not self.model:  # derived: a version that names no valid model (hand-written) -> "unknown"
-            name = str(self.model_version).split("-", 1)[0]
-            object.__setattr__(self, "model", name if _MODEL_NAME.fullmatch(name) else "unknown")
+            object.__setattr__(self, "model", _model_of(str(self.model_version)))
+
+
+#: A stored forecast as a backend reads it: (issued_at, role, model, model_version,
+#: input_last_ts, points as the JSON text :func:`points_payload` wrote).
+ForecastRow = tuple[int, str, str, str, int, str]
+
+
+@dataclass(frozen=True)
+class ForecastColumns:
+    """A stored forecast with its points as plain columns, no frame: what scoring reads each
+    cycle (about a horizon's worth of runs of every model of every series)."""
+
+    symbol: str
+    timeframe: Timeframe
+    issued_at: int
+    model_version: str
+    input_last_ts: int
+    role: Role
+    model: str
+    columns: dict[str, list[Any]]  # ts (ints) and every STORED_COLUMNS value, None for a null
+
+    def floats(self, column: str) -> list[float]:
+        """One column as floats (NaN for a null, or for a column this run does not have)."""
+        values = self.columns.get(column)
+        if values is None:
+            return [math.nan] * len(self.columns.get("ts", []))
+        return [math.nan if v is None else float(v) for v in values]
+
+
+def _decoded(symbol: str, tf: Timeframe, row: ForecastRow) -> Forecast:
+    issued_at, role, model, version, last_ts, points = row
+    return Forecast(symbol, tf, int(issued_at), str(version), int(last_ts), points_frame(json.loads(points)),
+                    role or "champion", model or "")  # type: ignore[arg-type]
+
+
+def _columns(symbol: str, tf: Timeframe, row: ForecastRow) -> ForecastColumns:
+    issued_at, role, model, version, last_ts, points = row
+    name = model or _model_of(str(version))
+    return ForecastColumns(symbol, tf, int(issued_at), str(version), int(last_ts), role or "champion",  # type: ignore[arg-type]
+                           name, json.loads(points))
+
+
+def _model_of(version: str) -> str:
+    """The model name a version starts with (``prophet-...``); ``unknown`` when it names none."""
+    name = version.split("-", 1)[0]
+    return name if _MODEL_NAME.fullmatch(name) else "unknown"
 
 
 def points_payload(points: pd.DataFrame) -> dict[str, list[Any]]:
@@ -212,14 +259,26 @@ class CandleStore(ABC):
 
     def latest_forecast(self, symbol: str, tf: Timeframe, role: Role = "champion") -> Forecast | None:
         """The latest forecast of ``role``: the default, ``champion``, is the only one served."""
-        return self._read_latest_forecast(parse_symbol(symbol), parse_timeframe(tf), role)
+        symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
+        row = self._read_latest_forecast(symbol, tf, role)
+        return None if row is None else _decoded(symbol, tf, row)
 
     def read_forecasts(
         self, symbol: str, tf: Timeframe, issued_from: int | None = None, issued_to: int | None = None,
         role: Role | None = None,
     ) -> list[Forecast]:
         """Every stored forecast (all roles unless ``role``) issued in the window, oldest first."""
-        found = self._read_forecasts(parse_symbol(symbol), parse_timeframe(tf), issued_from, issued_to, role)
+        symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
+        found = [_decoded(symbol, tf, row) for row in self._read_forecasts(symbol, tf, issued_from, issued_to, role)]
+        return sorted(found, key=lambda f: (f.issued_at, ROLES.index(f.role), f.model))
+
+    def read_forecast_columns(
+        self, symbol: str, tf: Timeframe, issued_from: int | None = None, issued_to: int | None = None,
+    ) -> list[ForecastColumns]:
+        """:meth:`read_forecasts` (every role) with plain columns instead of frames: building a
+        frame costs ~0.2 ms, and scoring reads ~100 runs per series every cycle."""
+        symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
+        found = [_columns(symbol, tf, row) for row in self._read_forecasts(symbol, tf, issued_from, issued_to, None)]
         return sorted(found, key=lambda f: (f.issued_at, ROLES.index(f.role), f.model))
 
     def prune_forecasts(self, symbol: str, tf: Timeframe, issued_before: int) -> None:
@@ -310,13 +369,13 @@ class CandleStore(ABC):
     def _write_forecast(self, forecast: Forecast) -> None: ...
 
     @abstractmethod
-    def _read_latest_forecast(self, symbol: str, tf: Timeframe, role: Role) -> Forecast | None: ...
+    def _read_latest_forecast(self, symbol: str, tf: Timeframe, role: Role) -> ForecastRow | None: ...
 
     @abstractmethod
     def _read_forecasts(
         self, symbol: str, tf: Timeframe, start: int | None, end: int | None, role: Role | None
-    ) -> list[Forecast]:
-        """Forecasts with ``start <= issued_at <= end`` (any order)."""
+    ) -> list[ForecastRow]:
+        """Stored rows of the forecasts with ``start <= issued_at <= end`` (any order)."""
 
     @abstractmethod
     def _delete_forecasts(self, symbol: str, tf: Timeframe, issued_before: int) -> None: ...

@@ -53,7 +53,7 @@ from ..errors import ConfigError, DataValidationError, StorageError, StorageUnav
 from ..redaction import redact
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, parse_timeframe
-from .base import CandleStore, Forecast, Role, points_frame, points_payload, rows_frame
+from .base import CandleStore, Forecast, ForecastRow, Role, points_payload, rows_frame
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -355,7 +355,7 @@ class InfluxStore(CandleStore):
             clause = f"({clause} OR {quote_ident('role')} = '')"
         return f" AND {clause}"
 
-    def _select_forecasts(self, symbol: str, tf: Timeframe, where: str, tail: str = "") -> list[Forecast]:
+    def _select_forecasts(self, symbol: str, tf: Timeframe, where: str, tail: str = "") -> list[ForecastRow]:
         fields = ",".join(quote_ident(f) for f in ("model_version", "input_last_ts", "points", "role", "model"))
         q = f"SELECT {fields} FROM {quote_ident(FORECASTS)} WHERE {where}"
         rows: list[list[Any]] = []
@@ -368,19 +368,16 @@ class InfluxStore(CandleStore):
             rows += page
             if len(page) < _FORECAST_PAGE:
                 break
-        found = []
-        for issued_at, version, last_ts, points, role, model in rows:
-            found.append(Forecast(symbol, tf, int(issued_at), str(version), int(last_ts),
-                                  points_frame(json.loads(points)), role or "champion", model or ""))
-        return found
+        return [(int(issued_at), role or "champion", model or "", str(version), int(last_ts), points)
+                for issued_at, version, last_ts, points, role, model in rows]
 
-    def _read_latest_forecast(self, symbol: str, tf: Timeframe, role: Role) -> Forecast | None:
+    def _read_latest_forecast(self, symbol: str, tf: Timeframe, role: Role) -> ForecastRow | None:
         found = self._select_forecasts(symbol, tf, self._where(symbol, tf) + self._role_clause(role),
                                        " ORDER BY time DESC LIMIT 1")
         return found[0] if found else None
 
     def _read_forecasts(self, symbol: str, tf: Timeframe, start: int | None, end: int | None,
-                        role: Role | None) -> list[Forecast]:
+                        role: Role | None) -> list[ForecastRow]:
         return self._select_forecasts(symbol, tf, self._where(symbol, tf, start, end) + self._role_clause(role))
 
     # ---- housekeeping -------------------------------------------------------------------

@@ -20,7 +20,7 @@ from ..candles import CheckedCandles
 from ..errors import StorageError
 from ..timeframes import Timeframe
 from .connections import ThreadConnections
-from .base import CandleStore, Forecast, points_frame, points_payload, rows_frame
+from .base import CandleStore, Forecast, ForecastRow, points_payload, rows_frame
 
 __all__ = ["SQLiteStore"]
 
@@ -155,24 +155,18 @@ class SQLiteStore(CandleStore):
              json.dumps(points_payload(forecast.points), separators=(",", ":"), allow_nan=False)),
         )
 
-    @staticmethod
-    def _forecast(symbol: str, tf: Timeframe, row: tuple) -> Forecast:
-        issued_at, role, model, version, last_ts, points = row
-        return Forecast(symbol, tf, int(issued_at), version, int(last_ts), points_frame(json.loads(points)), role, model)
-
-    def _read_latest_forecast(self, symbol, tf, role) -> Forecast | None:
+    def _read_latest_forecast(self, symbol, tf, role) -> ForecastRow | None:
         rows = self._exec(
             f"SELECT {_FORECAST_FIELDS} FROM forecast_runs WHERE symbol=? AND timeframe=? AND role=? "
             "ORDER BY issued_at DESC LIMIT 1", (symbol, tf, role))
-        return self._forecast(symbol, tf, rows[0]) if rows else None
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
-    def _read_forecasts(self, symbol, tf, start, end, role) -> list[Forecast]:
+    def _read_forecasts(self, symbol, tf, start, end, role) -> list[ForecastRow]:
         clause, params = self._where(start, end, "issued_at")
         if role is not None:
             clause, params = clause + " AND role = ?", params + (role,)
-        rows = self._exec(f"SELECT {_FORECAST_FIELDS} FROM forecast_runs WHERE symbol=? AND timeframe=?{clause}",
-                          (symbol, tf) + params)
-        return [self._forecast(symbol, tf, row) for row in rows]
+        return [tuple(row) for row in self._exec(  # type: ignore[misc]
+            f"SELECT {_FORECAST_FIELDS} FROM forecast_runs WHERE symbol=? AND timeframe=?{clause}", (symbol, tf) + params)]
 
     def _delete_forecasts(self, symbol, tf, issued_before) -> None:
         self._write("DELETE FROM forecast_runs WHERE symbol=? AND timeframe=? AND issued_at < ?", (symbol, tf, issued_before))
