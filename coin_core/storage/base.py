@@ -29,8 +29,8 @@ from ..symbols import parse_symbol
 from ..timeframes import Timeframe, parse_timeframe
 
 __all__ = [
-    "CandleStore", "Forecast", "ForecastColumns", "ForecastRow", "FORECAST_COLUMNS", "BAND50_COLUMNS", "STORED_COLUMNS", "ROLES", "Role",
-    "BUDGET_WARN_RATIO", "points_payload", "points_frame", "rows_frame",
+    "CandleStore", "Forecast", "ForecastColumns", "ForecastRow", "FORECAST_COLUMNS", "BAND50_COLUMNS",
+    "STORED_COLUMNS", "ROLES", "Role", "BUDGET_WARN_RATIO", "points_payload", "points_frame", "rows_frame",
 ]
 
 log = logging.getLogger(__name__)
