@@ -53,13 +53,16 @@ def train_candidates(settings: Settings, symbol: str, tf: str, lookback: int | N
     """
     from .errors import CoinPredictError
     from .forecast.predict import short_error
-    from .forecast.training import train_series
+    from .forecast.training import data_range, read_history, train_series
 
     results: list[TrainResult | str] = []
     with open_store(settings) as store:
+        rng = data_range(store, symbol, tf, lookback)
+        history = read_history(store, symbol, tf, rng) if rng is not None and rng.row_count else None  # read once
         for spec in specs:
             try:
-                results.append(train_series(store, settings, symbol, tf, lookback=lookback, spec=spec, actor=actor))
+                results.append(train_series(store, settings, symbol, tf, lookback=lookback, spec=spec, actor=actor,
+                                            history=history))
             except CoinPredictError as exc:
                 log.warning("%s %s %s not fitted: %s", symbol, tf, spec.name, short_error(exc))
                 results.append(short_error(exc))

@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
 from coin_core.config import load_settings
@@ -108,6 +107,13 @@ def _all_models_whole(data_dir: Path) -> int:
     return whole
 
 
+def _worker_runs(server: Server, cluster: str, verb: str) -> list[set[str]]:
+    """Per Dask worker of ``cluster``, the ``{verb} <symbol> 1h`` task runs it completed: each
+    worker process logs the task runs it executed (Prefect's engine runs there)."""
+    pattern = rf"Task run '({verb} \S+ 1h)' - Finished in state Completed"
+    return [set(re.findall(pattern, (server.home / f"{cluster}-w{i}.log").read_text(errors="replace"))) for i in range(2)]
+
+
 def test_fits_run_on_the_dask_workers(prefect_server: Server, market: dict[str, Any]) -> None:  # noqa: F811
     require((BIN / "dask").is_file(), "the dask CLI (extra coin-predict[dask])")
     cluster = Cluster(prefect_server, "ok")
@@ -118,9 +124,7 @@ def test_fits_run_on_the_dask_workers(prefect_server: Server, market: dict[str, 
     finally:
         cluster.stop()
     assert f"fits run Dask scheduler {cluster.address}" in out
-    # Each Dask worker process logs the task runs it executed (Prefect's engine runs there).
-    ran = [set(re.findall(r"Task run '(train \S+ 1h)' - Finished in state Completed",
-                          (prefect_server.home / f"ok-w{i}.log").read_text(errors="replace"))) for i in range(2)]
+    ran = _worker_runs(prefect_server, "ok", "train")
     # Every series is one fit task on a worker, fitting all its candidates there.
     assert ran[0] | ran[1] == {f"train {s} 1h" for s in SYMBOLS}, ran
     assert ran[0] and ran[1], f"both workers fitted: {ran}"
@@ -177,8 +181,7 @@ def test_forecasts_fan_out_over_the_dask_workers(prefect_server: Server, market:
     text = out.stdout + out.stderr
     assert "STATE COMPLETED" in text, text[-4000:]
     assert f"forecasts run Dask scheduler {cluster.address}" in text
-    ran = [set(re.findall(r"Task run '(forecast \S+ 1h)' - Finished in state Completed",
-                          (prefect_server.home / f"fc-w{i}.log").read_text(errors="replace"))) for i in range(2)]
+    ran = _worker_runs(prefect_server, "fc", "forecast")
     assert ran[0] | ran[1] == {f"forecast {s} 1h" for s in SYMBOLS}, ran
     assert ran[0] and ran[1], f"both workers forecast: {ran}"
     settings = load_settings(data_dir=market["root"] / "data")
@@ -222,8 +225,7 @@ def test_evaluation_fans_out_over_the_dask_workers(prefect_server: Server, long_
     finally:
         cluster.stop()
     assert f"series run Dask scheduler {cluster.address}" in out
-    ran = [set(re.findall(r"Task run '(evaluate \S+ 1h)' - Finished in state Completed",
-                          (prefect_server.home / f"eval-w{i}.log").read_text(errors="replace"))) for i in range(2)]
+    ran = _worker_runs(prefect_server, "eval", "evaluate")
     assert ran[0] | ran[1] == {f"evaluate {s} 1h" for s in SYMBOLS}, ran
     assert ran[0] and ran[1], f"both workers evaluated: {ran}"
     settings = load_settings(data_dir=long_market["root"] / "data")

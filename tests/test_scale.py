@@ -11,6 +11,7 @@ import multiprocessing
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,24 +93,34 @@ def test_cli_cycle_skips_an_unlisted_symbol_and_gates_forecasts(cfg: Settings, s
         assert store.latest_forecast("BTC/USDT", "1h").issued_at > issued
 
 
-def test_sqlite_close_closes_the_connection_of_every_thread(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "c.sqlite3")
+def _book(path: Path) -> Any:
+    from coin_core.lifecycle import ScoreBook
+
+    return ScoreBook(path)
+
+
+@pytest.mark.parametrize("open_it, use, empty", [
+    (SQLiteStore, lambda store: store.count("BTC/USDT", "1h"), 0),
+    (_book, lambda book: book.watermark("BTC/USDT", "1h"), None),  # the flows share one book across threads
+], ids=["candle-store", "score-book"])
+def test_close_closes_the_connection_of_every_thread(tmp_path: Path, open_it: Any, use: Any, empty: Any) -> None:
+    db = open_it(tmp_path / "db.sqlite3")
     barrier = threading.Barrier(3)
 
-    def use(_: int) -> None:
-        store.count("BTC/USDT", "1h")
+    def work(_: int) -> None:
+        use(db)
         barrier.wait()  # three live threads, three connections
 
     with ThreadPoolExecutor(3) as pool:
-        list(pool.map(use, range(3)))
-    opened = list(store._conns._open)
+        list(pool.map(work, range(3)))
+    opened = list(db._conns._open)
     assert len(opened) >= 3
-    store.close()
+    db.close()
     for conn in opened:
         with pytest.raises(Exception, match="closed"):
             conn.execute("SELECT 1")
-    assert store.count("BTC/USDT", "1h") == 0, "a closed store reopens on next use"
-    store.close()
+    assert use(db) == empty, "a closed store or book reopens on next use"
+    db.close()
 
 
 def _bump(data_dir: str, times: int) -> None:
@@ -143,26 +154,3 @@ def test_simulated_exchange_serves_cached_rows_identical_to_built_ones(sim_excha
     fast = httpx.get(sim_exchange.base_url + KLINES, params=params).json()
     built = [k.wire() for k in sim_exchange.klines("BTC/USDT", "1h", params["startTime"], None, 1000)]
     assert fast == built and fast[-1][0] == end - end % 3_600_000, "in-progress candle included, built fresh"
-
-
-def test_scorebook_close_closes_the_connection_of_every_thread(tmp_path: Path) -> None:
-    """A book used from several threads (the flows share one): closing it closes all of their connections."""
-    from coin_core.lifecycle import ScoreBook
-
-    book = ScoreBook(tmp_path / "scores.sqlite3")
-    barrier = threading.Barrier(3)
-
-    def use(_: int) -> None:
-        book.watermark("BTC/USDT", "1h")
-        barrier.wait()  # three live threads, three connections
-
-    with ThreadPoolExecutor(3) as pool:
-        list(pool.map(use, range(3)))
-    opened = list(book._conns._open)
-    assert len(opened) >= 3
-    book.close()
-    for conn in opened:
-        with pytest.raises(Exception, match="closed"):
-            conn.execute("SELECT 1")
-    assert book.watermark("BTC/USDT", "1h") is None, "a closed book reopens on next use"
-    book.close()

@@ -34,6 +34,7 @@ from .checks import (
 
 __all__ = [
     "ARTIFACT_FORMAT",
+    "artifact_access",
     "SCHEMA_VERSION",
     "DEFAULT_INTERVAL_WIDTH",
     "PREDICTION_COLUMNS",
@@ -265,13 +266,20 @@ def model_class(name: str) -> type[Model]:
         raise ModelError(f"unknown model {name!r}: expected one of {', '.join(sorted(_CLASSES))}") from None
 
 
-def _read_envelope(path: Path) -> dict[str, Any]:
+@contextmanager
+def artifact_access(path: Path) -> Iterator[None]:
+    """File-system errors on a model artifact as a ModelError naming it (missing, unreadable)."""
     try:
-        raw = path.read_bytes()
+        yield
     except FileNotFoundError:
         raise ModelError(f"model artifact {path.name} is missing") from None
     except OSError as exc:
         raise ModelError(f"cannot read model artifact {path.name}: {exc.strerror}") from exc
+
+
+def _read_envelope(path: Path) -> dict[str, Any]:
+    with artifact_access(path):
+        raw = path.read_bytes()
     try:
         envelope = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:

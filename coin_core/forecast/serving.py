@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from ..errors import ModelError
 from ..fsutil import atomic_write_text
-from .base import ARTIFACT_FORMAT, SCHEMA_VERSION, Model, ModelSpec, model_class, read_artifact
+from .base import ARTIFACT_FORMAT, SCHEMA_VERSION, Model, ModelSpec, artifact_access, model_class, read_artifact
 
 __all__ = ["SERVING_SUFFIX", "serving_path", "write_serving", "load_serving"]
 
@@ -81,12 +81,8 @@ def load_serving(artifact: Path, version: str) -> Model:
     """The model to forecast with: from its serving file when it has a valid one, else from the
     artifact (whose serving file is then written for the next cycle). Errors as ``read_artifact``;
     an artifact whose metadata names another version is refused (as ``registry.load_version``)."""
-    try:
+    with artifact_access(artifact):
         stat = artifact.stat()
-    except FileNotFoundError:
-        raise ModelError(f"model artifact {artifact.name} is missing") from None
-    except OSError as exc:
-        raise ModelError(f"cannot read model artifact {artifact.name}: {exc.strerror}") from exc
     model = _read(serving_path(artifact), stat)
     if model is not None:
         return model

@@ -148,7 +148,7 @@ def _already_fitted(settings: Settings, symbol: str, tf: Timeframe, spec: ModelS
 def train_series(
     store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, *,
     lookback: int | None = None, spec: ModelSpec | None = None, now_ms: int | None = None,
-    chunk_size: int = TRAIN_CHUNK, actor: Actor = "schedule",
+    chunk_size: int = TRAIN_CHUNK, actor: Actor = "schedule", history: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Fit ``spec`` (default: the timeframe's shared spec) on the series and register it.
 
@@ -156,6 +156,8 @@ def train_series(
     champion here (see ``coin_core.lifecycle.run_gate``).
 
     ``lookback`` limits the fit to the last N candle slots (None = the whole stored history).
+    ``history``: that window already read (a caller fitting several specs reads it once); it is
+    used only while it still matches the stored window, else the window is read again.
     Raises ModelError when the fit itself fails; data shortfalls are a result, not an error.
     """
     symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
@@ -173,7 +175,8 @@ def train_series(
     if existing is not None:
         return TrainResult(symbol, tf, "skipped", existing.model_version, existing, rows, cache_key=key,
                            message="a registered model is already fitted on this data with this spec")
-    history = read_history(store, symbol, tf, rng, chunk_size)
+    if history is None or not _covers(history, rng):
+        history = read_history(store, symbol, tf, rng, chunk_size)
     started = time.perf_counter()
     model = make_model(spec).fit(history)
     fit_s = time.perf_counter() - started
@@ -187,6 +190,12 @@ def train_series(
     meta = registry.register(settings, symbol, tf, model, meta, role=role, actor=actor, now_ms=trained_at)
     log.info("trained %s %s: %s on %d candles in %.2fs", symbol, tf, meta.model_version, len(history), fit_s)
     return TrainResult(symbol, tf, "trained", meta.model_version, meta, len(history), fit_s, key)
+
+
+def _covers(history: pd.DataFrame, rng: DataRange) -> bool:
+    """Whether ``history`` is exactly the window ``rng`` describes."""
+    return (len(history) == rng.row_count and not history.empty
+            and int(history["ts"].iloc[0]) == rng.first_ts and int(history["ts"].iloc[-1]) == rng.last_ts)
 
 
 def require_trained(result: TrainResult) -> ModelMetadata:
