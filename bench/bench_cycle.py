@@ -38,8 +38,8 @@ if str(REPO) not in sys.path:
 T0_S = 1_735_689_600 + 300  # 2025-01-01 00:05 UTC: five minutes after a boundary
 
 
-def _rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+def _rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
 
 
 def _settings(n: int, workdir: Path, url: str, lookback_days: int):
@@ -65,6 +65,19 @@ def _flow_cycle(n: int, workdir: Path, url: str, lookback_days: int):
     return run
 
 
+def _boot_workers(settings) -> float | None:
+    """Start the worker processes' fork server as the process starts (like its imports, this is
+    not part of a cycle here; a flow run starts it first thing): seconds until a worker answered."""
+    from coin_core.workers import Workers, pool_size
+
+    if pool_size(settings.cpu_workers, len(settings.series())) < 2:
+        return None
+    t0 = time.perf_counter()
+    with Workers(2) as workers:
+        workers.call(os.getpid)
+    return round(time.perf_counter() - t0, 3)
+
+
 def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, lookback_days: int, flow: bool = False) -> dict:
     from bench.simproc import SimProcess
     from coin_core.ingest import run_ingest
@@ -82,6 +95,7 @@ def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, look
             return {"train_seconds": round(time.perf_counter() - t0, 2), "train_peak_rss_mib": _rss_mib()}
         latencies, units = [], []
         flow_cycle = _flow_cycle(n, workdir, sim.base_url, lookback_days) if flow else None
+        boot_s = _boot_workers(settings)
         for _ in range(cycles):
             now_ms = sim.call("advance", seconds=3600)
             t0 = time.perf_counter()
@@ -100,7 +114,10 @@ def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, look
                 "latency_max_s": round(max(latencies), 3),
                 **({} if flow else {"ingest_forecast_p50_s": round(statistics.median(units), 3),
                                     "publish_p50_s": round(statistics.median(lat - u for lat, u in zip(latencies, units)), 3)}),
+                "worker_server_boot_s": boot_s,
                 "cycle_peak_rss_mib": _rss_mib(),
+                "workers_peak_rss_mib": _rss_mib(resource.RUSAGE_CHILDREN),  # the largest worker process
+                "first_cycle_s": round(latencies[0], 3),
                 "site_bytes": sum(p.stat().st_size for p in site.rglob("*") if p.is_file())}
 
 

@@ -219,14 +219,17 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@command("cycle", "One scheduled cycle: ingest -> forecast -> publish.", "coin-predict cycle --timeframes 1h")
+@command("cycle", "One scheduled cycle: score -> ingest -> forecast per series, then publish.",
+         "coin-predict cycle --timeframes 1h")
 def _cycle(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import run_cycle
 
     report = run_cycle(settings, symbols=_csv(args.symbols), timeframes=_csv(args.timeframes), progress=_ProgressPrinter())
     _print_ingest(report.ingest)
-    print(f"forecasts: {report.forecasts}\npublished {report.published_files} changed file(s) in {report.seconds:.1f}s")
-    return 0 if report.ingest.ok else 1
+    failed_scores = {name: line for name, line in report.scores.items() if line.startswith("failed")}
+    print(f"forecasts: {report.forecasts}" + (f"\nscoring: {failed_scores}" if failed_scores else "")
+          + f"\npublished {report.published_files} changed file(s) in {report.seconds:.1f}s")
+    return 0 if report.ingest.ok and not failed_scores else 1
 
 
 @command("status", "Print the full status picture: freshness, store, storage, heartbeat, run times, errors.",

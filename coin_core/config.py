@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         default=12, ge=1, le=64,
         description="series fetched at once (threads), all under the exchange's one request throttle",
     )
+    # A cycle's forecasts and pages are pure CPU; in one process they share one core (the GIL).
+    cpu_workers: int = Field(
+        default=0, ge=0, le=64,
+        description="worker processes for a cycle's forecasts and pages (0: one per core; 1: none, all in-process)",
+    )
     exchange_max_clock_skew_s: float = Field(
         default=300.0, ge=1, le=86_400, allow_inf_nan=False,
         description="beyond this lead over the local clock, the exchange's is not used",

@@ -28,24 +28,30 @@ from .clients import ClientPool
 from .config import Settings
 from .errors import CoinPredictError
 from .exchange import ExchangeClient
-from .forecast.predict import PredictOutcome, forecast_series, short_error
+from .forecast.predict import PredictOutcome, forecast_apart, forecast_one, needs_forecast, short_error
 from .health import update_ingest_state
+from .lifecycle.scoring import open_scorebook
+from .lifecycle.steps import ScoreStep, score_all, score_one
 from .ingest import IngestReport, Progress, SeriesReport, ingest_series
 from .redaction import redact
 from .storage import CandleStore
 from .timeframes import Timeframe
+from .workers import Workers, pool_size, shared_or_own, start_server
 
-__all__ = ["SeriesCycle", "SeriesRun", "needs_forecast", "ingest_one", "forecast_one", "cycle_series", "run_series"]
+__all__ = ["SeriesCycle", "SeriesRun", "needs_forecast", "ingest_one", "forecast_one", "forecast_apart", "cycle_series",
+           "run_series"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SeriesCycle:
-    """What one series' unit of work did: its ingest report and, when gated in, its forecast."""
+    """What one series' unit of work did: its ingest report, when gated in its forecast, and
+    when the run scored its score step."""
 
     ingest: SeriesReport
     forecast: PredictOutcome | None = None
+    score: ScoreStep | None = None
 
 
 @dataclass
@@ -58,6 +64,7 @@ class SeriesRun:
     requests: int = 0
     throttle_interval_ms: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
+    workers: int = 1  # processes the run's CPU-bound work used (1: this one)
 
     @property
     def ingest(self) -> IngestReport:
@@ -66,13 +73,6 @@ class SeriesRun:
     @property
     def forecasts(self) -> dict[str, PredictOutcome]:
         return {f"{s.ingest.symbol} {s.ingest.timeframe}": s.forecast for s in self.series if s.forecast}
-
-
-def needs_forecast(store: CandleStore, symbol: str, tf: Timeframe) -> bool:
-    """Causal gate: forecast only when the stored input moved past the last issued forecast."""
-    latest = store.latest_ts(symbol, tf)
-    issued = store.latest_forecast(symbol, tf)
-    return latest is not None and (issued is None or issued.input_last_ts < latest)
 
 
 def _record_error(settings: Settings, symbol: str, tf: Timeframe, error: str) -> None:
@@ -106,31 +106,37 @@ def ingest_one(store: CandleStore, client: ExchangeClient, settings: Settings, s
         return SeriesReport(symbol=symbol, timeframe=tf, error=error)
 
 
-def forecast_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> PredictOutcome | None:
-    """Forecast a predicted series whose input moved; None when the gate skips it.
-
-    Forecasts run on the series threads side by side, with no lock: their serving path builds
-    no prophet model and calls no ``pandas.read_json``, whose ``catch_warnings(record=True)`` is
-    not thread-safe (two at once left a warning recorder installed that re-recorded every
-    warning; a soak's RSS grew from 190 MiB to 4 GiB). Prophet's own load and predict, kept for
-    what the compact form cannot express (a sampled band), take ``prophet_model.PANDAS_LOCK``.
-    """
-    if not settings.policy(tf).predicted:
-        return None
-    try:
-        if not needs_forecast(store, symbol, tf):
-            return None
-    except CoinPredictError as exc:  # the store is unreachable: report it, do not abort the others
-        return PredictOutcome(symbol, tf, "degraded", error=short_error(exc))
-    return forecast_series(store, settings, symbol, tf, now_ms=now_ms)
-
-
 def cycle_series(store: CandleStore, client: ExchangeClient, settings: Settings, symbol: str, tf: Timeframe,
                  now_ms: int, listed: set[str], *, forecast: bool = True, strict: bool = False,
-                 progress: Progress | None = None) -> SeriesCycle:
-    """THE per-series unit of a cycle: ingest -> causal gate -> forecast (see the module doc)."""
+                 progress: Progress | None = None, workers: Workers | None = None,
+                 score: bool = False) -> SeriesCycle:
+    """THE per-series unit of a cycle: [score ->] ingest -> causal gate -> forecast (module doc).
+
+    With ``workers`` in parallel, the score step (``score``: what closed before this run, then
+    demotion) and the gate and forecast run in a worker process while the thread waits with the
+    GIL free, so they use every core and overlap the other series' round trips. Without, the
+    caller scores every series before the units (:func:`run_series`): not on threads, where
+    scoring grew a soak's RSS.
+    """
+    # A pool that broke mid-run runs the calls here (Workers.call): a series is never left unscored.
+    step = workers.call(score_one, settings, symbol, tf, now_ms) if score and workers is not None else None
     report = ingest_one(store, client, settings, symbol, tf, now_ms, listed, progress, strict=strict)
-    return SeriesCycle(report, forecast_one(store, settings, symbol, tf, now_ms) if forecast else None)
+    if not forecast:
+        return SeriesCycle(report, score=step)
+    if workers is not None and workers.parallel:
+        return SeriesCycle(report, workers.call(forecast_apart, settings, symbol, tf, now_ms), step)
+    return SeriesCycle(report, forecast_one(store, settings, symbol, tf, now_ms), step)
+
+
+def _score_first(store: CandleStore, settings: Settings, now_ms: int) -> dict[tuple[str, Timeframe], ScoreStep]:
+    """Every predicted series' score step, in this thread (a book that cannot open: each says so)."""
+    try:
+        book = open_scorebook(settings)
+    except CoinPredictError as exc:
+        log.error("scoring skipped: %s", short_error(exc))
+        return {series: ScoreStep(error=short_error(exc)) for series in settings.series(predicted_only=True)}
+    with book:
+        return score_all(store, settings, book, now_ms)
 
 
 def _failed_run(settings: Settings, error: CoinPredictError, began: float) -> SeriesRun:
@@ -143,13 +149,20 @@ def _failed_run(settings: Settings, error: CoinPredictError, began: float) -> Se
 
 def run_series(store: CandleStore, settings: Settings, *, now_ms: int | None = None, forecast: bool = True,
                progress: Progress | None = None, markets: dict | None = None,
-               rate_limit_ms: int | None = None) -> SeriesRun:
+               rate_limit_ms: int | None = None, workers: Workers | None = None, score: bool = False) -> SeriesRun:
     """The unit of work for every configured series, ``EXCHANGE_CONCURRENCY`` at a time.
+
+    ``score``: each predicted series is first scored (what closed before this run) and checked
+    for demotion, so a demotion serves at once: in its unit on a worker process when the run
+    has workers, else all series in this thread before the units.
 
     The run's clock is read once (the exchange's time unless ``now_ms`` is given), so every
     series decides "closed" against the same instant and no series pays a ``/time`` request.
     """
     began = time.monotonic()
+    jobs = len(settings.series(predicted_only=True)) if forecast else 0
+    if pool_size(settings.cpu_workers, jobs) > 1:
+        start_server()  # its imports then overlap the markets request
     try:
         pool = ClientPool(settings, markets=markets, rate_limit_ms=rate_limit_ms)
     except CoinPredictError as exc:
@@ -162,16 +175,22 @@ def run_series(store: CandleStore, settings: Settings, *, now_ms: int | None = N
             return _failed_run(settings, exc, began)
         requests_before = pool.throttle.requests
 
-        def unit(series: tuple[str, Timeframe]) -> SeriesCycle:
-            return cycle_series(store, pool.client(), settings, series[0], series[1], now, listed,
-                                forecast=forecast, progress=progress)
+        with shared_or_own(workers, settings.cpu_workers, jobs) as pool_of_run:
+            in_units = score and pool_of_run.parallel
+            steps = _score_first(store, settings, now) if score and not in_units else {}
 
-        with ThreadPoolExecutor(settings.exchange_concurrency, thread_name_prefix="series") as executor:
-            done = list(executor.map(unit, settings.series()))
+            def unit(series: tuple[str, Timeframe]) -> SeriesCycle:
+                return cycle_series(store, pool.client(), settings, series[0], series[1], now, listed,
+                                    forecast=forecast, progress=progress, workers=pool_of_run, score=in_units)
+
+            with ThreadPoolExecutor(settings.exchange_concurrency, thread_name_prefix="series") as executor:
+                done = list(executor.map(unit, settings.series()))
+            used = pool_of_run.workers if pool_of_run.parallel else 1
         for item in done:
+            item.score = item.score or steps.get((item.ingest.symbol, item.ingest.timeframe))
             item.ingest.clock_note = item.ingest.clock_note or pool.clock_note
         return SeriesRun(done, now, time.monotonic() - began, pool.throttle.requests - requests_before,
-                         pool.throttle.mean_interval_ms())
+                         pool.throttle.mean_interval_ms(), workers=used)
 
 
 def run_ingest_all(settings: Settings, store: CandleStore, *, symbols: Iterable[str] | None = None,

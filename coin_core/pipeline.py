@@ -12,6 +12,7 @@ from .config import Settings
 from .errors import StorageError
 from .ingest import IngestReport, Progress
 from .storage import open_store
+from .workers import Workers, pool_size
 
 if TYPE_CHECKING:
     from .forecast.base import ModelSpec
@@ -42,6 +43,8 @@ class CycleReport(BaseModel):
     seconds: float
     units_seconds: float = 0.0
     requests: int = 0
+    workers: int = 1
+    scores: dict[str, str] = {}
 
 
 def train_candidates(settings: Settings, symbol: str, tf: str, lookback: int | None, specs: "list[ModelSpec]",
@@ -106,19 +109,18 @@ def run_train(settings: Settings, *, symbols: Iterable[str] | None = None, timef
 
 
 def run_score(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None = None,
-              timeframes: Iterable[str] | None = None) -> dict[str, str]:
+              timeframes: Iterable[str] | None = None, workers: "Workers | None" = None) -> dict[str, str]:
     """Score realised candles of every series, then demote a champion whose live skill lost to naive.
 
-    Serial, in the calling thread: scored on worker threads, a 7-day soak's RSS grew 12 MiB
-    (likely per-thread malloc arenas keeping the scoring's pandas memory; docs/benchmarks.md).
+    Never on threads: scored on worker threads, a 7-day soak's RSS grew 12 MiB (likely
+    per-thread malloc arenas keeping the scoring's pandas memory; docs/benchmarks.md). Many
+    series are split between worker processes instead (``workers``, or a pool of its own).
     """
     from .lifecycle import open_scorebook, score_all
 
     with open_store(settings) as store, open_scorebook(settings) as book:
-        steps = score_all(store, settings.narrowed(symbols, timeframes), book, now_ms)
-    return {f"{symbol} {tf}": (f"failed: {step.error}" if step.error else f"{step.scored} point(s) scored"
-                               + (f", demoted to {step.demoted_to}" if step.demoted_to else ""))
-            for (symbol, tf), step in steps.items()}
+        steps = score_all(store, settings.narrowed(symbols, timeframes), book, now_ms, workers)
+    return {f"{symbol} {tf}": step.summary() for (symbol, tf), step in steps.items()}
 
 
 def run_forecast(settings: Settings, *, now_ms: int, symbols: Iterable[str] | None = None,
@@ -155,14 +157,15 @@ def run_cycle(settings: Settings, *, symbols: Iterable[str] | None = None, timef
 
     began = time.monotonic()
     chosen = settings.narrowed(symbols, timeframes)  # a bad selection fails before anything is fetched
-    # Score what closed before this run and check demotion first: a demotion serves at once.
-    run_score(settings, now_ms=now_ms if now_ms is not None else int(time.time() * 1000),
-              symbols=symbols, timeframes=timeframes)
-    with open_store(settings) as store:
-        run = run_series(store, chosen, now_ms=now_ms, progress=progress)
-        from .publish import publish_site
+    # One pool of worker processes for the whole cycle (score, forecasts, pages).
+    with Workers(pool_size(settings.cpu_workers, len(settings.series()))) as workers:
+        with open_store(settings) as store:  # each series scored first: a demotion serves at once
+            run = run_series(store, chosen, now_ms=now_ms, progress=progress, workers=workers, score=True)
+            from .publish import publish_site
 
-        report = publish_site(store, settings, now_ms=run.now_ms)
+            report = publish_site(store, settings, now_ms=run.now_ms, workers=workers)
     forecasts = {name: out.status + (f" ({out.error})" if out.error else "") for name, out in run.forecasts.items()}
+    scores = {f"{u.ingest.symbol} {u.ingest.timeframe}": u.score.summary() for u in run.series if u.score is not None}
     return CycleReport(ingest=run.ingest, forecasts=forecasts, published_files=len(report.written),
-                       seconds=time.monotonic() - began, units_seconds=run.seconds, requests=run.requests)
+                       seconds=time.monotonic() - began, units_seconds=run.seconds, requests=run.requests,
+                       workers=run.workers, scores=scores)

@@ -1,8 +1,8 @@
-"""The cycle flow of one timeframe: ingest -> score -> forecast -> publish, one causal chain in one run.
+"""The cycle flow of one timeframe: score -> ingest -> forecast per series, then publish, in one run.
 
-Scoring comes right after ingest: the candles that just closed are the targets of earlier
-forecasts (champion and shadows); a champion whose live skill fell below naive is demoted
-before forecasting, so this very cycle already serves the baseline.
+Each series' unit first scores what closed before this run (the targets of earlier forecasts,
+champion and shadows) and demotes a champion whose live skill fell below naive, so this very
+cycle already serves the baseline; then it ingests and forecasts.
 
 Scheduled at each UTC boundary of its timeframe (``prefect.yaml``). Causal per series: a
 series' forecast follows its own ingest in one unit of work (series run side by side, under the
@@ -21,14 +21,13 @@ from prefect.concurrency.sync import concurrency
 from coin_core.config import Settings
 from coin_core.cycle import SeriesCycle
 from coin_core.metrics import RunTimer
-from coin_core.lifecycle import open_scorebook
-from coin_core.storage import CandleStore, open_store
+from coin_core.storage import open_store
 
 from flows.artifacts import artifact_key, forecast_columns, ingest_rows, publish_table
 from flows.common import fail_if_any, flow_settings, recorded_run, state_error
 from flows.ingest import CYCLE_WAIT_S, failures, prepare_cycle_limit, run_units
 from flows.setup import CYCLE_LIMIT
-from flows.tasks import publish_task, score_step_task
+from flows.tasks import publish_task
 
 __all__ = ["CYCLE_WAIT_S", "forecast_failures", "cycle_flow"]
 
@@ -60,11 +59,9 @@ def _cycle(settings: Settings, site_settings: Settings, timeframe: str, timer: R
     run_id = runtime.flow_run.id
     prepare_cycle_limit(str(run_id) if run_id else None)
     with concurrency(CYCLE_LIMIT, occupy=1, timeout_seconds=CYCLE_WAIT_S), open_store(settings) as store:
-        with timer.step("score"), open_scorebook(settings) as book:
-            steps = score_step_task(store, settings, book, int(time.time() * 1000), len(settings.series()))
-            scores = {key: step.columns() for key, step in steps.items()}
-        with timer.step("ingest+forecast"):  # one unit per series: ingest -> gate -> forecast
+        with timer.step("score+ingest+forecast"):  # one unit per series: score -> ingest -> gate -> forecast
             units, now_ms = run_units(store, settings, "cycle")
+        scores = {(u.ingest.symbol, u.ingest.timeframe): u.score.columns() for u in units if u.score is not None}
         with timer.step("publish"):
             # The exchange unreachable (now_ms None): publish anyway, so the badges say what is stale.
             published = publish_task(store, site_settings, now_ms or int(time.time() * 1000), return_state=True)

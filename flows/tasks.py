@@ -29,7 +29,7 @@ from coin_core.forecast.base import ModelSpec
 from coin_core.forecast.events import Actor, ModelEvent
 from coin_core.forecast.registry import rollback
 from coin_core.forecast.training import TrainResult, fit_keys
-from coin_core.lifecycle import GateOutcome, ScoreBook, ScoreStep, run_gate, score_all
+from coin_core.lifecycle import GateOutcome, ScoreBook, run_gate
 from coin_core.lifecycle.triggers import TriggerCheck, check_triggers
 from coin_core.pipeline import run_forecast, train_candidates
 from coin_core.cycle import SeriesRun, run_series
@@ -39,7 +39,7 @@ from coin_core.storage import CandleStore
 __all__ = [
     "RETRYABLE", "MARKETS_TTL", "retry_transient", "by_cache_key", "result_exists", "cached",
     "markets_cache_key", "exchange_markets", "units_task", "forecast_task", "publish_task",
-    "fit_keys_task", "train_task", "score_step_task", "gate_task", "triggers_task", "rollback_task",
+    "fit_keys_task", "train_task", "gate_task", "triggers_task", "rollback_task",
 ]
 
 RETRYABLE: tuple[type[BaseException], ...] = (TransientExchangeError, StorageUnavailableError)
@@ -133,12 +133,6 @@ def fit_keys_task(store: CandleStore, series: list[tuple[str, str, int | None, l
 def train_task(settings: Settings, symbol: str, tf: str, lookback: int | None, specs: list[ModelSpec], actor: Actor,
                cache_key: str | None) -> list[TrainResult | str]:
     return train_candidates(settings, symbol, tf, lookback, specs, actor)
-
-
-@task(name="score-closed", task_run_name="score {n_series} series")
-def score_step_task(store: CandleStore, settings: Settings, book: ScoreBook, now_ms: int,
-                    n_series: int) -> dict[tuple[str, str], ScoreStep]:
-    return score_all(store, settings, book, now_ms)
 
 
 @task(name="gate-series", task_run_name="gate {symbol} {tf}")

@@ -239,8 +239,8 @@ def _blas_threads() -> list[int]:
 def test_pool_workers_run_one_blas_thread_each() -> None:
     # Two workers on two cores: a BLAS pool of two threads in each oversubscribes the machine
     # (OpenBLAS threads spin while they wait) and made ETS fits 2.1x slower.
-    from coin_core.evaluation.engine import worker_pool
+    from coin_core.workers import process_pool
 
-    with worker_pool(2) as pool:
+    with process_pool(2) as pool:
         per_worker = [pool.submit(_blas_threads).result() for _ in range(2)]
     assert all(threads and set(threads) == {1} for threads in per_worker), per_worker

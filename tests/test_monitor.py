@@ -250,7 +250,7 @@ def test_every_flow_run_records_its_duration_and_steps(flow_env: Settings, tmp_p
     assert cycle_flow(return_state=True).is_completed()
     runs = read_runs(flow_env.data_dir, since_ms=0, flow="cycle 1h")
     assert len(runs) == 1 and runs[0].outcome == "completed"
-    assert set(runs[0].steps) == {"score", "ingest+forecast", "publish"}
+    assert set(runs[0].steps) == {"score+ingest+forecast", "publish"}
     assert runs[0].duration_s >= sum(runs[0].steps.values()) > 0
     assert cycle_flow(return_state=True).is_completed()
     status = json.loads((flow_env.public_dir / "status.json").read_text())

@@ -16,16 +16,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from ..config import Settings
 from ..errors import ConfigError
@@ -35,6 +32,7 @@ from ..forecast.specs import default_lookback
 from ..storage.base import CandleStore
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, parse_timeframe
+from ..workers import default_workers, process_pool
 from .calibrate import Calibrated, Calibration, run_calibration
 from .plan import CALIBRATION_ORIGINS, DEFAULT_ORIGINS, REFIT_EVERY, STRIDE, Plan, finalise, plan_slots, read_span, window_start
 from .results import SeriesEvaluation
@@ -43,10 +41,6 @@ from .worker import Task, run_task
 __all__ = ["evaluate_series", "evaluate_many", "default_workers"]
 
 log = logging.getLogger(__name__)
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def _insufficient(symbol: str, tf: Timeframe, now_ms: int, message: str) -> SeriesEvaluation:
@@ -117,22 +111,11 @@ def _run_serial(jobs: list[_Job]) -> None:
                 job.done[ready.spec["name"]] = run_calibration(ready)
 
 
-def _one_blas_thread() -> None:
-    """Pool workers already fill the cores: a BLAS thread pool in each one only oversubscribes
-    them (OpenBLAS threads spin while they wait; ETS fits ran 2.1x slower with two workers)."""
-    threadpool_limits(1)
-
-
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """The evaluation's process pool: forkserver (this process may hold threads), one BLAS thread each."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"), initializer=_one_blas_thread)
-
-
 def _run_pool(jobs: list[_Job], workers: int) -> None:
     """One pool for every (series x fit) task; each model's calibration is submitted to the same
     pool the moment its last fit returns, so the sequential part runs beside other work."""
     tasks = sorted(((j, t) for j in jobs for t in j.tasks), key=lambda jt: (jt[1].spec["name"] != "prophet", jt[1].members[0]))
-    with worker_pool(workers) as pool:
+    with process_pool(workers) as pool:
         waiting: dict[Future[Any], tuple[_Job, Task | None]] = {pool.submit(run_task, t): (j, t) for j, t in tasks}
         while waiting:
             finished, _ = wait(waiting, return_when=FIRST_COMPLETED)

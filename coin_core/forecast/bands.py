@@ -60,7 +60,7 @@ from ..timeframes import Timeframe, add, parse_timeframe
 __all__ = [
     "LEVELS", "WINDOW", "GAMMA", "MIN_RESIDUALS", "VOL_ROWS", "BandOutcome", "LevelStats", "BandState",
     "band_halflife", "sigma_of", "new_band_state", "fit_bands", "update_bands", "apply_bands",
-    "LONG_ISSUES", "aci_step", "band_arrays", "band_scale", "band_summary", "band_path", "save_band_state", "load_band_state", "serve_bands", "sigma_at",
+    "LONG_ISSUES", "aci_step", "band_arrays", "band_frame", "band_scale", "band_summary", "band_path", "save_band_state", "load_band_state", "serve_bands", "sigma_at",
 ]
 
 log = logging.getLogger(__name__)
@@ -260,18 +260,26 @@ def apply_bands(points: pd.DataFrame, state: BandState | None, recent_closes: np
     Returns the frame (``yhat_lower``/``yhat_upper`` = 80 %, ``yhat_lower_50``/``yhat_upper_50``),
     the sigma used (feed it back in each :class:`BandOutcome`) and the band's source.
     """
-    steps = len(points)
+    return band_frame(points["ts"].to_numpy(), points["yhat"].to_numpy(dtype="float64"), state, recent_closes,
+                      model=model, horizon=horizon)
+
+
+def band_frame(ts: np.ndarray, yhat: np.ndarray, state: BandState | None, recent_closes: np.ndarray | Sequence[float],
+               *, model: str = "", horizon: int | None = None) -> tuple[pd.DataFrame, float, BandSource]:
+    """:func:`apply_bands` on arrays: the serving path, which builds its one frame at the end
+    (column by column on a frame, the bands cost a forecast more than the models did)."""
+    steps = len(yhat)
     state = state or new_band_state(model or "unknown", max(steps, horizon or 1))
     if steps > state.horizon:
         raise ModelError(f"band state covers {state.horizon} steps, forecast has {steps}")
     sigma = sigma_of(recent_closes, state.halflife)
-    out = points.reset_index(drop=True).copy()
-    yhat = out["yhat"].to_numpy(dtype="float64")
+    yhat = np.asarray(yhat, dtype="float64")
     if not (yhat > 0).all():
         raise ModelError("a calibrated band needs a positive point forecast")
     bands = band_arrays(state, yhat, sigma)
-    out["yhat_lower"], out["yhat_upper"] = bands[0.8]
-    out["yhat_lower_50"], out["yhat_upper_50"] = bands[0.5]
+    out = pd.DataFrame({"ts": np.asarray(ts, dtype="int64"), "yhat": yhat,
+                        "yhat_lower": bands[0.8][0], "yhat_upper": bands[0.8][1],
+                        "yhat_lower_50": bands[0.5][0], "yhat_upper_50": bands[0.5][1]})
     calibrated = all(len(state.residuals[i]) >= MIN_RESIDUALS for i in range(steps))
     return out, sigma, ("conformal" if calibrated else "volatility")
 
@@ -318,9 +326,10 @@ def load_band_state(settings: Settings, symbol: str, tf: Timeframe, model: str) 
 
 
 # ---- the serving path ------------------------------------------------------------------------
-def serve_bands(settings: Settings, symbol: str, tf: Timeframe, model: str, points: pd.DataFrame,
+def serve_bands(settings: Settings, symbol: str, tf: Timeframe, model: str, ts: np.ndarray, yhat: np.ndarray,
                 closes: np.ndarray | Sequence[float]) -> pd.DataFrame:
-    """A model's forecast with the calibrated bands of its stored state (``closes``: recent closes).
+    """A model's point forecast (``ts``/``yhat``) with the calibrated bands of its stored state
+    (``closes``: recent closes).
 
     A corrupt state file is left as it is for the operator (logged, never reset) and the forecast
     is served with the volatility band meanwhile: a band file must not take a series off the site.
@@ -330,9 +339,9 @@ def serve_bands(settings: Settings, symbol: str, tf: Timeframe, model: str, poin
     except DataValidationError as exc:
         log.warning("%s; serving the volatility band", exc)
         state = None
-    if state is not None and state.horizon < len(points):
+    if state is not None and state.horizon < len(yhat):
         state = None
-    banded, _, _ = apply_bands(points[["ts", "yhat"]], state, closes, model=model, horizon=len(points))
+    banded, _, _ = band_frame(ts, yhat, state, closes, model=model, horizon=len(yhat))
     return banded
 
 

@@ -29,21 +29,23 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from ..errors import DataValidationError, LockError, ModelError, StorageError
+from ..errors import CoinPredictError, DataValidationError, LockError, ModelError, StorageError
 from ..health import PredictionHealth, read_prediction_health, write_prediction_health
+from ..storage import open_store
 from ..storage.base import CandleStore, Forecast
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, add, parse_timeframe
 from . import registry
 from .bands import VOL_ROWS, serve_bands
-from .base import Model, ModelSpec, points_to_frame
+from .base import Model, ModelSpec
 from .decision import bootstrap_decision
 from .events import Actor
 from .registry import RegisteredModel
 from .specs import default_lookback
 from .training import require_trained, train_series
 
-__all__ = ["RECENT_ROWS", "PredictOutcome", "forecast_series", "target_times", "short_error", "ensure_champion"]
+__all__ = ["RECENT_ROWS", "PredictOutcome", "forecast_series", "target_times", "short_error", "ensure_champion",
+           "needs_forecast", "forecast_one", "forecast_apart"]
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ def _banded(settings: Settings, symbol: str, tf: Timeframe, model: Model, target
             recent: tuple[np.ndarray, np.ndarray], closes: np.ndarray) -> pd.DataFrame:
     """The model's checked point forecast with the calibrated bands of ``bands.py``."""
     values = model.predict_points(targets, *recent)
-    return serve_bands(settings, symbol, tf, model.name, points_to_frame(targets, values), closes)
+    return serve_bands(settings, symbol, tf, model.name, targets, values[:, 0], closes)
 
 
 def _shadows(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe,
@@ -201,3 +203,39 @@ def _prune(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, n
         store.prune_forecasts(symbol, tf, now_ms - settings.forecast_retention_days * 86_400_000)
     except StorageError as exc:
         log.warning("old forecasts of %s %s not pruned: %s", symbol, tf, exc)
+
+
+def needs_forecast(store: CandleStore, symbol: str, tf: Timeframe) -> bool:
+    """Causal gate: forecast only when the stored input moved past the last issued forecast."""
+    latest = store.latest_ts(symbol, tf)
+    issued = store.latest_forecast(symbol, tf)
+    return latest is not None and (issued is None or issued.input_last_ts < latest)
+
+
+def forecast_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> PredictOutcome | None:
+    """Forecast a predicted series whose input moved; None when the gate skips it.
+
+    Forecasts run on a cycle's series threads side by side, with no lock: their serving path builds
+    no prophet model and calls no ``pandas.read_json``, whose ``catch_warnings(record=True)`` is
+    not thread-safe (two at once left a warning recorder installed that re-recorded every
+    warning; a soak's RSS grew from 190 MiB to 4 GiB). Prophet's own load and predict, kept for
+    what the compact form cannot express (a sampled band), take ``prophet_model.PANDAS_LOCK``.
+    """
+    if not settings.policy(tf).predicted:
+        return None
+    try:
+        if not needs_forecast(store, symbol, tf):
+            return None
+    except CoinPredictError as exc:  # the store is unreachable: report it, do not abort the others
+        return PredictOutcome(symbol, tf, "degraded", error=short_error(exc))
+    return forecast_series(store, settings, symbol, tf, now_ms=now_ms)
+
+
+def forecast_apart(settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> PredictOutcome | None:
+    """:func:`forecast_one` on a store connection of its own (what a worker process runs)."""
+    try:
+        store = open_store(settings)
+    except CoinPredictError as exc:  # as forecast_one reports an unreachable store
+        return PredictOutcome(symbol, tf, "degraded", error=short_error(exc))
+    with store:
+        return forecast_one(store, settings, symbol, tf, now_ms)

@@ -14,7 +14,10 @@ database (corrupt, truncated, emptied) raises a StorageError naming it: never si
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -96,9 +99,37 @@ class ScoreBook:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._check_file()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._create()
         self._conns = ThreadConnections(self.path, ("journal_mode=WAL", "busy_timeout=30000"))
         self._run(lambda c: c.executescript(_SCHEMA))
+
+    def _create(self) -> None:
+        """A new book is built aside, synced and linked into place: a process opening it at that
+        moment (a cycle's worker processes score at once) finds no file or a whole database,
+        never the empty file SQLite starts with, which :meth:`_check_file` calls truncated."""
+        if self.path.exists():
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            os.close(fd)
+        except OSError as exc:
+            raise StorageError(f"cannot create the score file {self.path}: {exc.strerror or exc}") from exc
+        try:
+            conn = sqlite3.connect(tmp)
+            try:
+                conn.executescript(_SCHEMA)
+                conn.execute("PRAGMA journal_mode=WAL")
+            finally:
+                conn.close()
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another process created it first: theirs stands
+                os.link(tmp, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot create the score file {self.path}: {exc}") from exc
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def _check_file(self) -> None:
         try:

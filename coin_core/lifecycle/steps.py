@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from ..config import Settings
 from ..errors import CoinPredictError
 from ..forecast.predict import short_error
-from ..storage import CandleStore
+from ..storage import CandleStore, open_store
 from ..timeframes import Timeframe
+from ..workers import Workers, shared_or_own
 from .promotion import check_demotion
 from .scorebook import ScoreBook
 from .scoring import score_series
 
-__all__ = ["ScoreStep", "score_all"]
+__all__ = ["ScoreStep", "score_all", "score_apart", "score_one"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,12 @@ class ScoreStep:
     scored: int = 0
     demoted_to: str = ""
     error: str = ""
+
+    def summary(self) -> str:
+        """One line for the command line: what was scored, a demotion, or the failure."""
+        if self.error:
+            return f"failed: {self.error}"
+        return f"{self.scored} point(s) scored" + (f", demoted to {self.demoted_to}" if self.demoted_to else "")
 
     def columns(self) -> dict[str, object]:
         """The columns of the cycle's table artifact."""
@@ -48,7 +55,36 @@ def _one(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, t
     return ScoreStep(scored=scored, demoted_to=demoted or "")
 
 
-def score_all(store: CandleStore, settings: Settings, book: ScoreBook, now_ms: int) -> dict[tuple[str, Timeframe], ScoreStep]:
-    """Score and check demotion for every predicted series of ``settings``, in order."""
-    return {(symbol, tf): _one(store, settings, book, symbol, tf, now_ms)
-            for symbol, tf in settings.series(predicted_only=True)}
+def score_apart(job: tuple[Settings, list[tuple[str, Timeframe]], int]) -> list[ScoreStep]:
+    """Score a few series on a store and score book of their own (what a worker process runs)."""
+    from .scoring import open_scorebook
+
+    settings, series, now_ms = job
+    try:
+        with open_store(settings) as store, open_scorebook(settings) as book:
+            return [_one(store, settings, book, symbol, tf, now_ms) for symbol, tf in series]
+    except CoinPredictError as exc:  # the store or book cannot be opened: every series says so
+        log.error("scoring of %d series failed: %s", len(series), short_error(exc))
+        return [ScoreStep(error=short_error(exc))] * len(series)
+
+
+def score_one(settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> ScoreStep:
+    """One series' score step on a store and score book of its own (a worker's call)."""
+    return score_apart((settings, [(symbol, tf)], now_ms))[0]
+
+
+def score_all(store: CandleStore, settings: Settings, book: ScoreBook, now_ms: int,
+              workers: Workers | None = None) -> dict[tuple[str, Timeframe], ScoreStep]:
+    """Score and check demotion for every predicted series of ``settings``.
+
+    Many series are split between worker processes (``CPU_WORKERS``), a few per call; each
+    series is still scored, then checked for demotion, before the cycle's units run.
+    """
+    series = settings.series(predicted_only=True)
+    with shared_or_own(workers, settings.cpu_workers, len(series)) as workers:
+        if not workers.parallel:
+            return {(symbol, tf): _one(store, settings, book, symbol, tf, now_ms) for symbol, tf in series}
+        jobs = [(settings, batch, now_ms) for batch in workers.batches(series)]
+        steps = [step for done in workers.map(score_apart, jobs) for step in done]
+    return dict(zip(series, steps))
+

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -34,7 +35,7 @@ from .models import ForecastPoint, HistoryFile, PredictionFile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SeriesFiles", "SeriesState", "collect_one", "collect_series", "check_forecast", "series_files", "public_error"]
+__all__ = ["SeriesFiles", "SeriesState", "collect_one", "collect_series", "iter_series", "check_forecast", "series_files", "public_error"]
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,12 @@ def collect_series(store: CandleStore, settings: Settings, now_ms: int,
     With the store unreachable (``picture.store.reachable`` false), each series is judged from its
     last known times and shows what the last publish showed, as long as its freshness allows.
     """
+    return list(iter_series(store, settings, now_ms, picture))
+
+
+def iter_series(store: CandleStore, settings: Settings, now_ms: int,
+                picture: StatusPicture | None = None) -> Iterator[SeriesState]:
+    """:func:`collect_series` one series at a time (a publish renders each while reading the next)."""
     picture = picture or build_status(settings, now_ms=now_ms, store=store)
     try:
         book: ScoreBook | None = open_scorebook(settings)
@@ -223,7 +230,8 @@ def collect_series(store: CandleStore, settings: Settings, now_ms: int,
         log.error("live track records not published: %s", exc)
         book = None
     try:
-        return [collect_one(store, settings, h.symbol, h.timeframe, now_ms, h, book) for h in picture.series]
+        for h in picture.series:
+            yield collect_one(store, settings, h.symbol, h.timeframe, now_ms, h, book)
     finally:
         if book is not None:
             book.close()

@@ -28,7 +28,7 @@ from .models import StatusFile
 from .track import build_track_chart, markers_markup
 from .format import format_age_s, format_candle, format_change, format_price, format_share, format_ts, sentence
 
-__all__ = ["DEFAULT_TEMPLATES_DIR", "SiteContext", "make_environment", "render_pages", "series_page", "summary_pages",
+__all__ = ["DEFAULT_TEMPLATES_DIR", "PageContext", "SiteContext", "make_environment", "render_pages", "series_page", "summary_pages",
            "template_cache_dir"]
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,19 @@ DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "site_templates"
 
 
 @dataclass(frozen=True)
-class SiteContext:
-    """What every page shares."""
+class PageContext:
+    """What every page shares, a series page included: known before any series is read."""
 
     site_title: str
     css_href: str
     now_ms: int
+
+
+@dataclass(frozen=True)
+class SiteContext(PageContext):
+    """What the pages about every series add: the site's overall verdict (a series page does
+    not show it, so it can be rendered before the other series are read)."""
+
     overall: FreshnessStatus
     overall_reason: str
 
@@ -130,7 +137,7 @@ def _chart(state: SeriesState) -> Chart | None:
     return build_chart(state.candles, state.shown_points, state.timeframe, state.quote)
 
 
-def series_page(env: Environment, site: SiteContext, state: SeriesState) -> bytes:
+def series_page(env: Environment, site: PageContext, state: SeriesState) -> bytes:
     return _render(
         env, "series.html", f"the page of {state.symbol} {state.timeframe}",
         site=site, s=state, chart=_chart(state), page=state.files.page,

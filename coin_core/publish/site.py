@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from jinja2 import Environment
 
@@ -33,14 +33,17 @@ from ..freshness import FreshnessStatus
 from ..fsutil import safe_child
 from ..status import StatusPicture, build_status
 from ..storage.base import CandleStore
+from ..workers import Workers, shared_or_own
 from .artifacts import (
     history_bytes, manifest_file, overall, prediction_bytes, schema_files, status_file, to_bytes, track_record_file,
 )
-from .collect import SeriesState, collect_series
-from .render import DEFAULT_TEMPLATES_DIR, SiteContext, make_environment, series_page, summary_pages, template_cache_dir
+from .collect import SeriesState, iter_series
+from .render import (
+    DEFAULT_TEMPLATES_DIR, PageContext, SiteContext, make_environment, series_page, summary_pages, template_cache_dir,
+)
 from .staging import Generation
 
-__all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts", "flip_rank"]
+__all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts", "series_artifacts", "flip_rank"]
 
 log = logging.getLogger(__name__)
 
@@ -117,27 +120,68 @@ def _css(templates_dir: Path) -> tuple[str, bytes]:
     return f"assets/site.{digest}.css", data
 
 
+@dataclass(frozen=True)
+class _SeriesJob:
+    """What rendering one series' files needs, picklable for a worker process."""
+
+    state: SeriesState
+    page: PageContext
+    templates_dir: Path
+    cache_dir: Path
+
+
+def series_artifacts(job: _SeriesJob, env: Environment | None = None) -> list[tuple[str, bytes]]:
+    """One series' data files and page (a worker builds its own Jinja environment once)."""
+    env = env or make_environment(job.templates_dir, job.cache_dir)
+    state = job.state
+    files = [(state.files.history, history_bytes(state))]
+    prediction = prediction_bytes(state)
+    if prediction is not None:
+        files.append((state.files.prediction, prediction))
+    return files + [(state.files.page, series_page(env, job.page, state))]
+
+
 def build_artifacts(
-    states: list[SeriesState], settings: Settings, now_ms: int, templates_dir: Path,
-    picture: StatusPicture | None = None, env: Environment | None = None,
+    states: Iterable[SeriesState], settings: Settings, now_ms: int, templates_dir: Path,
+    picture: StatusPicture | None = None, env: Environment | None = None, workers: Workers | None = None,
 ) -> Iterator[tuple[str, bytes]]:
-    """Every file of the site, rendered in memory one at a time: a series' data files and page
-    together (only one series' bytes are held at once), then the files about every series."""
-    env = env or make_environment(templates_dir, template_cache_dir(settings.data_dir))
+    """Every file of the site, rendered in memory: each series' data files and page together,
+    and the files about every series. The order they go live in is :func:`flip_rank`'s.
+
+    In one process, series by series (one series' bytes held at a time), then the rest. With
+    ``workers`` in parallel, each series is sent to a worker as soon as it is read from
+    ``states`` (a few per call), this process renders the pages about every series meanwhile,
+    then the series' files follow as the workers return them.
+    """
+    cache_dir = template_cache_dir(settings.data_dir)
+    env = env or make_environment(templates_dir, cache_dir)
     css_href, css = _css(templates_dir)
     yield from [(".nojekyll", b""), (css_href, css), *schema_files()]
-    status_doc = status_file(states, now_ms, picture)
+    page = PageContext(settings.site_title, css_href, now_ms)
+    read: list[SeriesState] = []
+    jobs = (_SeriesJob(state, page, Path(templates_dir), cache_dir) for state in _kept(states, read))
+    if workers is not None and workers.parallel:
+        expected = len(picture.series) if picture is not None else 0
+        series: Iterator[list[tuple[str, bytes]]] = workers.map(
+            series_artifacts, jobs, chunksize=workers.chunk_size(expected), eager=True)
+    else:
+        for job in jobs:
+            yield from series_artifacts(job, env)
+        series = iter(())
+    status_doc = status_file(read, now_ms, picture)
     site = SiteContext(settings.site_title, css_href, now_ms, status_doc.overall, status_doc.reason)
-    for state in states:
-        yield state.files.history, history_bytes(state)
-        prediction = prediction_bytes(state)
-        if prediction is not None:
-            yield state.files.prediction, prediction
-        yield state.files.page, series_page(env, site, state)
     yield "status.json", to_bytes(status_doc)
-    yield "track_record.json", to_bytes(track_record_file(states))
-    yield from summary_pages(env, site, states, status_doc)
-    yield "manifest.json", to_bytes(manifest_file(states, settings.site_title))
+    yield "track_record.json", to_bytes(track_record_file(read))
+    yield from summary_pages(env, site, read, status_doc)
+    yield "manifest.json", to_bytes(manifest_file(read, settings.site_title))
+    for files in series:
+        yield from files
+
+
+def _kept(states: Iterable[SeriesState], into: list[SeriesState]) -> Iterator[SeriesState]:
+    for state in states:
+        into.append(state)
+        yield state
 
 
 def flip_rank(rel: str) -> int:
@@ -156,7 +200,8 @@ _LAST = {"index.html": 5, "manifest.json": 6}
 
 
 def publish_site(
-    store: CandleStore, settings: Settings, *, now_ms: int, templates_dir: Path | None = None
+    store: CandleStore, settings: Settings, *, now_ms: int, templates_dir: Path | None = None,
+    workers: Workers | None = None,
 ) -> PublishReport:
     """Make ``settings.public_dir`` reflect the store at ``now_ms``; see the module docstring.
 
@@ -164,27 +209,30 @@ def publish_site(
     site stays in place). A store that cannot be read at all still gets a site: every series
     judged from its last known candle times, showing what the last publish showed while its
     freshness allows, and the outage named (``report.store_error``). A store that fails half-way
-    through the reads raises its error unchanged, before anything is written.
+    through the reads raises its error unchanged, before anything served changed (what was
+    staged is discarded).
     """
     started = time.perf_counter()
     picture = build_status(settings, now_ms=now_ms, store=store)
-    states = collect_series(store, settings, now_ms, picture)
     folder = Path(templates_dir or DEFAULT_TEMPLATES_DIR)
     env = make_environment(folder, template_cache_dir(settings.data_dir))  # no templates: fail before any write
-    files = build_artifacts(states, settings, now_ms, folder, picture, env)
-    status, _ = overall(states, picture)
-    report = PublishReport(public_dir=Path(settings.public_dir), now_ms=now_ms, overall=status,  # type: ignore[arg-type]
+    report = PublishReport(public_dir=Path(settings.public_dir), now_ms=now_ms, overall="fresh",
                            store_error=picture.store.error)
+    states: list[SeriesState] = []
     generation = Generation(report.public_dir)
     report.cleaned = generation.cleaned
-    try:
-        writer = _Writer(report.public_dir, report, generation)
-        for rel, data in files:
-            writer.put(rel, data)
+    try:  # a store that fails mid-way through the reads fails here: only staged files, discarded
+        with shared_or_own(workers, settings.cpu_workers, len(picture.series)) as pool:
+            writer = _Writer(report.public_dir, report, generation)
+            reading = _kept(iter_series(store, settings, now_ms, picture), states)
+            for rel, data in build_artifacts(reading, settings, now_ms, folder, picture, env, pool):
+                writer.put(rel, data)
         generation.seal()
     except BaseException:
         generation.discard()
         raise
+    status, _ = overall(states, picture)
+    report.overall = status  # type: ignore[assignment]
     generation.flip(order=flip_rank)
     report.written.sort(key=flip_rank)  # the order they went live in
     report.removed = _remove_orphans(report.public_dir, set(report.sizes))
