@@ -84,7 +84,13 @@ def _ready() -> None:
 
 
 def _one_blas_thread() -> None:
+    """Limit the BLAS libraries loaded now (threadpoolctl) and those a call loads later (a BLAS
+    reads its thread count from the environment when it loads: scipy brings its own)."""
+    os.environ.update({name: "1" for name in _BLAS_THREAD_VARS})
     threadpool_limits(1)
+
+
+_BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:

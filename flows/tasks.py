@@ -104,7 +104,7 @@ def exchange_markets(settings: Settings, cache_key: str) -> dict[str, dict[str, 
 @task(name="series-units", task_run_name="{step} {n_series} series")
 def units_task(store: CandleStore, settings: Settings, markets: dict[str, dict[str, Any]], step: str,
                n_series: int) -> SeriesRun:
-    return run_series(store, settings, markets=markets, forecast=step == "cycle")
+    return run_series(store, settings, markets=markets, forecast=step == "cycle", score=step == "cycle")
 
 
 # Opens its own store: it may run in a Dask worker process (a store's connections do not travel).
