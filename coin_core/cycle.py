@@ -112,20 +112,31 @@ def cycle_series(store: CandleStore, client: ExchangeClient, settings: Settings,
                  score: bool = False) -> SeriesCycle:
     """THE per-series unit of a cycle: [score ->] ingest -> causal gate -> forecast (module doc).
 
-    With ``workers`` in parallel, the score step (``score``: what closed before this run, then
-    demotion) and the gate and forecast run in a worker process while the thread waits with the
-    GIL free, so they use every core and overlap the other series' round trips. Without, the
+    With ``workers`` in parallel, the score step (``score``: through the candle stored before
+    this run's ingest, then demotion; it runs during the series' own round trips) and the gate
+    and forecast run in a worker process while the thread waits with the GIL free, so they use
+    every core and overlap the round trips. Without, the
     caller scores every series before the units (:func:`run_series`): not on threads, where
     scoring grew a soak's RSS.
     """
-    # A pool that broke mid-run runs the calls here (Workers.call): a series is never left unscored.
-    step = workers.call(score_one, settings, symbol, tf, now_ms) if score and workers is not None else None
+    scored = None
+    if score and workers is not None:  # scored while the series' round trips run (a broken pool: here)
+        scored = workers.submit(score_one, settings, symbol, tf, now_ms, _latest(store, symbol, tf))
     report = ingest_one(store, client, settings, symbol, tf, now_ms, listed, progress, strict=strict)
+    step = scored() if scored is not None else None
     if not forecast:
         return SeriesCycle(report, score=step)
     if workers is not None and workers.parallel:
         return SeriesCycle(report, workers.call(forecast_apart, settings, symbol, tf, now_ms), step)
     return SeriesCycle(report, forecast_one(store, settings, symbol, tf, now_ms), step)
+
+
+def _latest(store: CandleStore, symbol: str, tf: Timeframe) -> int | None:
+    """The candle the score step stops at: the latest stored before this run's ingest."""
+    try:
+        return store.latest_ts(symbol, tf)
+    except CoinPredictError:
+        return None  # the store is unreachable: the score step reports it itself
 
 
 def _score_first(store: CandleStore, settings: Settings, now_ms: int) -> dict[tuple[str, Timeframe], ScoreStep]:

@@ -140,6 +140,26 @@ class Workers:
                 self._broke(exc)
         return fn(*args)
 
+    def submit(self, fn: Callable[..., R], *args: Any) -> Callable[[], R]:
+        """Start ``fn(*args)`` in a worker now; the returned callable waits for its result (and
+        computes it here if there is no pool or it broke meanwhile)."""
+        pool = self._pool
+        if pool is None:
+            return lambda: fn(*args)
+        try:
+            future = pool.submit(_run_pickled, _pickled(fn, args))
+        except BrokenProcessPool as exc:
+            self._broke(exc)
+            return lambda: fn(*args)
+
+        def result() -> R:
+            try:
+                return future.result()
+            except BrokenProcessPool as exc:
+                self._broke(exc)
+                return fn(*args)
+        return result
+
     def map(self, fn: Callable[[T], R], items: Iterable[T], chunksize: int = 1, *,
             eager: bool = False) -> Iterator[R]:
         """``fn`` over ``items`` in order, ``chunksize`` items a call; what a broken pool did not

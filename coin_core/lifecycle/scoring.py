@@ -125,11 +125,12 @@ def _or_none(value: float) -> float | None:
 
 
 def score_series(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, tf: Timeframe, *,
-                 now_ms: int) -> ScoreReport:
-    """Score what closed since the last run; safe to kill and to run twice."""
+                 now_ms: int, through_ts: int | None = None) -> ScoreReport:
+    """Score what closed since the last run, through candle ``through_ts`` (default: the latest
+    stored); safe to kill and to run twice."""
     symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
     policy = settings.policy(tf)
-    latest = store.latest_ts(symbol, tf)
+    latest = store.latest_ts(symbol, tf) if through_ts is None else through_ts
     if latest is None or not policy.predicted:
         return ScoreReport(symbol, tf, 0, None)
     mark = book.watermark(symbol, tf)

@@ -45,9 +45,10 @@ class ScoreStep:
         return {"scored": self.scored, "demoted to": self.demoted_to, "score error": self.error}
 
 
-def _one(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, tf: Timeframe, now_ms: int) -> ScoreStep:
+def _one(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, tf: Timeframe, now_ms: int,
+         through_ts: int | None = None) -> ScoreStep:
     try:
-        scored = score_series(store, settings, book, symbol, tf, now_ms=now_ms).scored
+        scored = score_series(store, settings, book, symbol, tf, now_ms=now_ms, through_ts=through_ts).scored
         demoted = check_demotion(settings, book, symbol, tf, now_ms=now_ms)
     except CoinPredictError as exc:
         log.error("scoring of %s %s failed: %s", symbol, tf, short_error(exc))
@@ -68,9 +69,17 @@ def score_apart(job: tuple[Settings, list[tuple[str, Timeframe]], int]) -> list[
         return [ScoreStep(error=short_error(exc))] * len(series)
 
 
-def score_one(settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> ScoreStep:
-    """One series' score step on a store and score book of its own (a worker's call)."""
-    return score_apart((settings, [(symbol, tf)], now_ms))[0]
+def score_one(settings: Settings, symbol: str, tf: Timeframe, now_ms: int, through_ts: int | None) -> ScoreStep:
+    """One series' score step through candle ``through_ts`` (what closed before the run, so a
+    concurrent ingest of the series changes nothing), on a store and book of its own (a worker's call)."""
+    from .scoring import open_scorebook
+
+    try:
+        with open_store(settings) as store, open_scorebook(settings) as book:
+            return _one(store, settings, book, symbol, tf, now_ms, through_ts)
+    except CoinPredictError as exc:  # the store or book cannot be opened
+        log.error("scoring of %s %s failed: %s", symbol, tf, short_error(exc))
+        return ScoreStep(error=short_error(exc))
 
 
 def score_all(store: CandleStore, settings: Settings, book: ScoreBook, now_ms: int,

@@ -38,12 +38,13 @@ from .artifacts import (
     history_bytes, manifest_file, overall, prediction_bytes, schema_files, status_file, to_bytes, track_record_file,
 )
 from .collect import SeriesState, iter_series
+from .models import StatusFile
 from .render import (
     DEFAULT_TEMPLATES_DIR, PageContext, SiteContext, make_environment, series_page, summary_pages, template_cache_dir,
 )
 from .staging import Generation
 
-__all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts", "series_artifacts", "flip_rank"]
+__all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts", "series_artifacts", "summary_artifacts", "flip_rank"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,23 @@ def series_artifacts(job: _SeriesJob, env: Environment | None = None) -> list[tu
     return files + [(state.files.page, series_page(env, job.page, state))]
 
 
+@dataclass(frozen=True)
+class _SummaryJob:
+    """What the pages about every series need, picklable for a worker process."""
+
+    states: list[SeriesState]
+    site: SiteContext
+    status: StatusFile
+    templates_dir: Path
+    cache_dir: Path
+
+
+def summary_artifacts(job: _SummaryJob, env: Environment | None = None) -> list[tuple[str, bytes]]:
+    """The pages about every series (index, status, models, evaluation, 404)."""
+    env = env or make_environment(job.templates_dir, job.cache_dir)
+    return summary_pages(env, job.site, job.states, job.status)
+
+
 def build_artifacts(
     states: Iterable[SeriesState], settings: Settings, now_ms: int, templates_dir: Path,
     picture: StatusPicture | None = None, env: Environment | None = None, workers: Workers | None = None,
@@ -150,8 +168,8 @@ def build_artifacts(
 
     In one process, series by series (one series' bytes held at a time), then the rest. With
     ``workers`` in parallel, each series is sent to a worker as soon as it is read from
-    ``states`` (a few per call), this process renders the pages about every series meanwhile,
-    then the series' files follow as the workers return them.
+    ``states`` (a few per call), then the pages about every series (one more call); this process
+    builds the data files about every series meanwhile and writes the files as they return.
     """
     cache_dir = template_cache_dir(settings.data_dir)
     env = env or make_environment(templates_dir, cache_dir)
@@ -170,12 +188,15 @@ def build_artifacts(
         series = iter(())
     status_doc = status_file(read, now_ms, picture)
     site = SiteContext(settings.site_title, css_href, now_ms, status_doc.overall, status_doc.reason)
+    summary = _SummaryJob(read, site, status_doc, Path(templates_dir), cache_dir)
+    pages = (workers.submit(summary_artifacts, summary) if workers is not None and workers.parallel
+             else lambda: summary_artifacts(summary, env))
     yield "status.json", to_bytes(status_doc)
     yield "track_record.json", to_bytes(track_record_file(read))
-    yield from summary_pages(env, site, read, status_doc)
     yield "manifest.json", to_bytes(manifest_file(read, settings.site_title))
     for files in series:
         yield from files
+    yield from pages()
 
 
 def _kept(states: Iterable[SeriesState], into: list[SeriesState]) -> Iterator[SeriesState]:
