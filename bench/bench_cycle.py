@@ -11,7 +11,7 @@ exactly one new closed candle per series; ``--latency-ms`` added to every answer
 2. train: fit the champion (Prophet) of every series — seconds and peak RSS of the process;
 3. cycle: move the clock to the next boundary, then ingest -> forecast -> publish
    (``run_cycle``, the same chain as the Prefect cycle flow) — latency p50/p95 over the
-   cycles and peak RSS of the process.
+   cycles, peak RSS of the process, of its largest worker process and of both together.
 
 ``--flow`` measures the operator's path instead: each cycle is the Prefect ``cycle`` flow run
 against a real ``prefect server`` (``PREFECT_API_URL`` must point at one), the same chain plus
@@ -38,8 +38,8 @@ if str(REPO) not in sys.path:
 T0_S = 1_735_689_600 + 300  # 2025-01-01 00:05 UTC: five minutes after a boundary
 
 
-def _rss_mib(who: int = resource.RUSAGE_SELF) -> float:
-    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+def _rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _settings(n: int, workdir: Path, url: str, lookback_days: int):
@@ -63,6 +63,41 @@ def _flow_cycle(n: int, workdir: Path, url: str, lookback_days: int):
         assert state.is_completed(), state.message
         return 0.0  # the flow's step times are in its run record, not measured here
     return run
+
+
+class _WorkerRss:
+    """Peak RSS of the worker processes (children of the fork server), sampled every 0.1 s, and
+    the peak of parent + workers together (PSS would split their shared pages; RSS counts them
+    in each, so the sum is an upper bound)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.worker_peak_mib = self.total_peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+        from multiprocessing import forkserver
+
+        me = psutil.Process()
+        while not self._stop.wait(0.1):
+            pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+            try:
+                kids = psutil.Process(pid).children() if pid else []
+                rss = [k.memory_info().rss / 2**20 for k in kids]
+            except psutil.Error:
+                continue
+            self.worker_peak_mib = max(self.worker_peak_mib, max(rss, default=0.0))
+            self.total_peak_mib = max(self.total_peak_mib, me.memory_info().rss / 2**20 + sum(rss))
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"workers_peak_rss_mib": round(self.worker_peak_mib, 1),
+                "parent_plus_workers_peak_rss_mib": round(self.total_peak_mib, 1)}
 
 
 def _boot_workers(settings) -> float | None:
@@ -96,6 +131,7 @@ def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, look
         latencies, units = [], []
         flow_cycle = _flow_cycle(n, workdir, sim.base_url, lookback_days) if flow else None
         boot_s = _boot_workers(settings)
+        sampler = _WorkerRss()
         for _ in range(cycles):
             now_ms = sim.call("advance", seconds=3600)
             t0 = time.perf_counter()
@@ -116,7 +152,7 @@ def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, look
                                     "publish_p50_s": round(statistics.median(lat - u for lat, u in zip(latencies, units)), 3)}),
                 "worker_server_boot_s": boot_s,
                 "cycle_peak_rss_mib": _rss_mib(),
-                "workers_peak_rss_mib": _rss_mib(resource.RUSAGE_CHILDREN),  # the largest worker process
+                **sampler.stop(),
                 "first_cycle_s": round(latencies[0], 3),
                 "site_bytes": sum(p.stat().st_size for p in site.rglob("*") if p.is_file())}
 

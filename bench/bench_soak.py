@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_soak.py                 # 4 symbols, 7 days
     .venv/bin/python bench/bench_soak.py --days 2 --symbols 2
+    .venv/bin/python bench/bench_soak.py --symbols 8      # the cycle's worker processes (CPU_WORKERS) at work
 
 The simulated exchange runs in its own process on a frozen clock that the soak moves, so a
 week passes in minutes. Every simulated hour: the clock moves to HH:01, a ``1h`` cycle runs
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=7)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT"][:args.symbols]
+    named = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT"]  # 8 or more: worker processes
+    symbols = (named + [f"S{i:02d}/USDT" for i in range(len(named), args.symbols)])[:args.symbols]
     with tempfile.TemporaryDirectory(prefix="coin-bench-soak-") as workdir:
         out = soak(symbols, args.days, Path(workdir))
     got = Counter((m.key, m.kind) for m in out["sent"])
