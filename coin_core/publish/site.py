@@ -122,24 +122,33 @@ def _css(templates_dir: Path) -> tuple[str, bytes]:
 
 
 @dataclass(frozen=True)
+class _Templates:
+    """Where a worker process finds the templates: it builds its own Jinja environment once."""
+
+    folder: Path
+    cache_dir: Path
+
+    def environment(self, env: Environment | None = None) -> Environment:
+        return env or make_environment(self.folder, self.cache_dir)
+
+
+@dataclass(frozen=True)
 class _SeriesJob:
     """What rendering one series' files needs, picklable for a worker process."""
 
     state: SeriesState
     page: PageContext
-    templates_dir: Path
-    cache_dir: Path
+    templates: _Templates
 
 
 def series_artifacts(job: _SeriesJob, env: Environment | None = None) -> list[tuple[str, bytes]]:
-    """One series' data files and page (a worker builds its own Jinja environment once)."""
-    env = env or make_environment(job.templates_dir, job.cache_dir)
+    """One series' data files and page."""
     state = job.state
     files = [(state.files.history, history_bytes(state))]
     prediction = prediction_bytes(state)
     if prediction is not None:
         files.append((state.files.prediction, prediction))
-    return files + [(state.files.page, series_page(env, job.page, state))]
+    return files + [(state.files.page, series_page(job.templates.environment(env), job.page, state))]
 
 
 @dataclass(frozen=True)
@@ -149,14 +158,12 @@ class _SummaryJob:
     states: list[SeriesState]
     site: SiteContext
     status: StatusFile
-    templates_dir: Path
-    cache_dir: Path
+    templates: _Templates
 
 
 def summary_artifacts(job: _SummaryJob, env: Environment | None = None) -> list[tuple[str, bytes]]:
     """The pages about every series (index, status, models, evaluation, 404)."""
-    env = env or make_environment(job.templates_dir, job.cache_dir)
-    return summary_pages(env, job.site, job.states, job.status)
+    return summary_pages(job.templates.environment(env), job.site, job.states, job.status)
 
 
 def build_artifacts(
@@ -177,7 +184,8 @@ def build_artifacts(
     yield from [(".nojekyll", b""), (css_href, css), *schema_files()]
     page = PageContext(settings.site_title, css_href, now_ms)
     read: list[SeriesState] = []
-    jobs = (_SeriesJob(state, page, Path(templates_dir), cache_dir) for state in _kept(states, read))
+    templates = _Templates(Path(templates_dir), cache_dir)
+    jobs = (_SeriesJob(state, page, templates) for state in _kept(states, read))
     if workers is not None and workers.parallel:
         expected = len(picture.series) if picture is not None else 0
         series: Iterator[list[tuple[str, bytes]]] = workers.map(
@@ -188,7 +196,7 @@ def build_artifacts(
         series = iter(())
     status_doc = status_file(read, now_ms, picture)
     site = SiteContext(settings.site_title, css_href, now_ms, status_doc.overall, status_doc.reason)
-    summary = _SummaryJob(read, site, status_doc, Path(templates_dir), cache_dir)
+    summary = _SummaryJob(read, site, status_doc, templates)
     pages = (workers.submit(summary_artifacts, summary) if workers is not None and workers.parallel
              else lambda: summary_artifacts(summary, env))
     yield "status.json", to_bytes(status_doc)
