@@ -128,17 +128,11 @@ class Workers:
 
     def batches(self, items: list[T]) -> list[list[T]]:
         """``items`` in runs of :meth:`chunk_size` (for calls that open a store once per batch)."""
-        return _chunks(items, self.chunk_size(len(items)))
+        return list(_batched(iter(items), self.chunk_size(len(items))))
 
     def call(self, fn: Callable[..., R], *args: Any) -> R:
         """``fn(*args)`` in a worker; here when there is no pool or it broke (a killed worker)."""
-        pool = self._pool
-        if pool is not None:
-            try:
-                return pool.submit(_run_pickled, _pickled(fn, args)).result()
-            except BrokenProcessPool as exc:
-                self._broke(exc)
-        return fn(*args)
+        return self.submit(fn, *args)()
 
     def submit(self, fn: Callable[..., R], *args: Any) -> Callable[[], R]:
         """Start ``fn(*args)`` in a worker now; the returned callable waits for its result (and
@@ -217,11 +211,6 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _chunks(items: list[T], size: int) -> list[list[T]]:
-    size = max(1, size)
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _batched(items: Iterator[T], size: int) -> Iterator[list[T]]:

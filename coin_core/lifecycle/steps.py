@@ -56,14 +56,15 @@ def _one(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, t
     return ScoreStep(scored=scored, demoted_to=demoted or "")
 
 
-def score_apart(job: tuple[Settings, list[tuple[str, Timeframe]], int]) -> list[ScoreStep]:
-    """Score a few series on a store and score book of their own (what a worker process runs)."""
+def score_apart(job: tuple[Settings, list[tuple[str, Timeframe, int | None]], int]) -> list[ScoreStep]:
+    """Score a few series (symbol, timeframe, through which candle: None for the latest) on a
+    store and score book of their own (what a worker process runs)."""
     from .scoring import open_scorebook
 
     settings, series, now_ms = job
     try:
         with open_store(settings) as store, open_scorebook(settings) as book:
-            return [_one(store, settings, book, symbol, tf, now_ms) for symbol, tf in series]
+            return [_one(store, settings, book, symbol, tf, now_ms, through) for symbol, tf, through in series]
     except CoinPredictError as exc:  # the store or book cannot be opened: every series says so
         log.error("scoring of %d series failed: %s", len(series), short_error(exc))
         return [ScoreStep(error=short_error(exc))] * len(series)
@@ -72,14 +73,7 @@ def score_apart(job: tuple[Settings, list[tuple[str, Timeframe]], int]) -> list[
 def score_one(settings: Settings, symbol: str, tf: Timeframe, now_ms: int, through_ts: int | None) -> ScoreStep:
     """One series' score step through candle ``through_ts`` (what closed before the run, so a
     concurrent ingest of the series changes nothing), on a store and book of its own (a worker's call)."""
-    from .scoring import open_scorebook
-
-    try:
-        with open_store(settings) as store, open_scorebook(settings) as book:
-            return _one(store, settings, book, symbol, tf, now_ms, through_ts)
-    except CoinPredictError as exc:  # the store or book cannot be opened
-        log.error("scoring of %s %s failed: %s", symbol, tf, short_error(exc))
-        return ScoreStep(error=short_error(exc))
+    return score_apart((settings, [(symbol, tf, through_ts)], now_ms))[0]
 
 
 def score_all(store: CandleStore, settings: Settings, book: ScoreBook, now_ms: int,
@@ -93,7 +87,7 @@ def score_all(store: CandleStore, settings: Settings, book: ScoreBook, now_ms: i
     with shared_or_own(workers, settings.cpu_workers, len(series)) as workers:
         if not workers.parallel:
             return {(symbol, tf): _one(store, settings, book, symbol, tf, now_ms) for symbol, tf in series}
-        jobs = [(settings, batch, now_ms) for batch in workers.batches(series)]
+        jobs = [(settings, [(symbol, tf, None) for symbol, tf in batch], now_ms) for batch in workers.batches(series)]
         steps = [step for done in workers.map(score_apart, jobs) for step in done]
     return dict(zip(series, steps))
 
