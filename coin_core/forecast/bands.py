@@ -60,7 +60,7 @@ from ..timeframes import Timeframe, add, parse_timeframe
 __all__ = [
     "LEVELS", "WINDOW", "GAMMA", "MIN_RESIDUALS", "VOL_ROWS", "BandOutcome", "LevelStats", "BandState",
     "band_halflife", "sigma_of", "new_band_state", "fit_bands", "update_bands", "apply_bands",
-    "LONG_ISSUES", "aci_step", "band_arrays", "band_frame", "band_scale", "band_summary", "band_path", "save_band_state", "load_band_state", "serve_bands", "sigma_at",
+    "LONG_ISSUES", "aci_step", "band_arrays", "band_columns", "band_frame", "band_scale", "band_summary", "band_path", "save_band_state", "load_band_state", "serve_bands", "sigma_at",
 ]
 
 log = logging.getLogger(__name__)
@@ -264,10 +264,10 @@ def apply_bands(points: pd.DataFrame, state: BandState | None, recent_closes: np
                       model=model, horizon=horizon)
 
 
-def band_frame(ts: np.ndarray, yhat: np.ndarray, state: BandState | None, recent_closes: np.ndarray | Sequence[float],
-               *, model: str = "", horizon: int | None = None) -> tuple[pd.DataFrame, float, BandSource]:
-    """:func:`apply_bands` on arrays: the serving path, which builds its one frame at the end
-    (column by column on a frame, the bands cost a forecast more than the models did)."""
+def band_columns(ts: np.ndarray, yhat: np.ndarray, state: BandState | None, recent_closes: np.ndarray | Sequence[float],
+                 *, model: str = "", horizon: int | None = None) -> tuple[dict[str, np.ndarray], float, BandSource]:
+    """:func:`apply_bands` on arrays, returning columns by name: the serving path, which builds no
+    frame at all (a frame per model per series cost a cycle more than its bands did)."""
     steps = len(yhat)
     state = state or new_band_state(model or "unknown", max(steps, horizon or 1))
     if steps > state.horizon:
@@ -277,11 +277,18 @@ def band_frame(ts: np.ndarray, yhat: np.ndarray, state: BandState | None, recent
     if not (yhat > 0).all():
         raise ModelError("a calibrated band needs a positive point forecast")
     bands = band_arrays(state, yhat, sigma)
-    out = pd.DataFrame({"ts": np.asarray(ts, dtype="int64"), "yhat": yhat,
-                        "yhat_lower": bands[0.8][0], "yhat_upper": bands[0.8][1],
-                        "yhat_lower_50": bands[0.5][0], "yhat_upper_50": bands[0.5][1]})
+    out = {"ts": np.asarray(ts, dtype="int64"), "yhat": yhat,
+           "yhat_lower": bands[0.8][0], "yhat_upper": bands[0.8][1],
+           "yhat_lower_50": bands[0.5][0], "yhat_upper_50": bands[0.5][1]}
     calibrated = all(len(state.residuals[i]) >= MIN_RESIDUALS for i in range(steps))
     return out, sigma, ("conformal" if calibrated else "volatility")
+
+
+def band_frame(ts: np.ndarray, yhat: np.ndarray, state: BandState | None, recent_closes: np.ndarray | Sequence[float],
+               *, model: str = "", horizon: int | None = None) -> tuple[pd.DataFrame, float, BandSource]:
+    """:func:`band_columns` as one frame."""
+    columns, sigma, source = band_columns(ts, yhat, state, recent_closes, model=model, horizon=horizon)
+    return pd.DataFrame(columns), sigma, source
 
 
 def band_summary(state: BandState | None) -> dict[str, object]:
@@ -327,7 +334,7 @@ def load_band_state(settings: Settings, symbol: str, tf: Timeframe, model: str) 
 
 # ---- the serving path ------------------------------------------------------------------------
 def serve_bands(settings: Settings, symbol: str, tf: Timeframe, model: str, ts: np.ndarray, yhat: np.ndarray,
-                closes: np.ndarray | Sequence[float]) -> pd.DataFrame:
+                closes: np.ndarray | Sequence[float]) -> dict[str, np.ndarray]:
     """A model's point forecast (``ts``/``yhat``) with the calibrated bands of its stored state
     (``closes``: recent closes).
 
@@ -341,7 +348,7 @@ def serve_bands(settings: Settings, symbol: str, tf: Timeframe, model: str, ts: 
         state = None
     if state is not None and state.horizon < len(yhat):
         state = None
-    banded, _, _ = band_frame(ts, yhat, state, closes, model=model, horizon=len(yhat))
+    banded, _, _ = band_columns(ts, yhat, state, closes, model=model, horizon=len(yhat))
     return banded
 
 

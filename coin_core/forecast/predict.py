@@ -23,10 +23,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 
 from ..config import Settings
 from ..errors import CoinPredictError, DataValidationError, LockError, ModelError, StorageError
@@ -43,9 +43,10 @@ from .events import Actor
 from .registry import RegisteredModel
 from .specs import default_lookback
 from .training import require_trained, train_series
+from ..workers import kept_open
 
 __all__ = ["RECENT_ROWS", "PredictOutcome", "forecast_series", "target_times", "short_error", "ensure_champion",
-           "needs_forecast", "forecast_one", "forecast_apart"]
+           "needs_forecast", "forecast_one", "forecast_apart", "kept_store"]
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def forecast_series(
 
 
 def _banded(settings: Settings, symbol: str, tf: Timeframe, model: Model, targets: np.ndarray,
-            recent: tuple[np.ndarray, np.ndarray], closes: np.ndarray) -> pd.DataFrame:
+            recent: tuple[np.ndarray, np.ndarray], closes: np.ndarray) -> dict[str, np.ndarray]:
     """The model's checked point forecast with the calibrated bands of ``bands.py``."""
     values = model.predict_points(targets, *recent)
     return serve_bands(settings, symbol, tf, model.name, targets, values[:, 0], closes)
@@ -231,11 +232,15 @@ def forecast_one(store: CandleStore, settings: Settings, symbol: str, tf: Timefr
     return forecast_series(store, settings, symbol, tf, now_ms=now_ms)
 
 
+def kept_store(settings: Settings) -> AbstractContextManager[CandleStore]:
+    """The store of ``settings`` for one call; a worker process keeps it open across calls."""
+    return kept_open(f"store {settings.model_dump_json()}", lambda: open_store(settings))
+
+
 def forecast_apart(settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> PredictOutcome | None:
     """:func:`forecast_one` on a store connection of its own (what a worker process runs)."""
     try:
-        store = open_store(settings)
+        with kept_store(settings) as store:
+            return forecast_one(store, settings, symbol, tf, now_ms)
     except CoinPredictError as exc:  # as forecast_one reports an unreachable store
         return PredictOutcome(symbol, tf, "degraded", error=short_error(exc))
-    with store:
-        return forecast_one(store, settings, symbol, tf, now_ms)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..errors import CoinPredictError
-from ..forecast.predict import short_error
-from ..storage import CandleStore, open_store
+from ..forecast.predict import kept_store, short_error
+from ..storage import CandleStore
 from ..timeframes import Timeframe
-from ..workers import Workers, shared_or_own
+from ..workers import Workers, kept_open, shared_or_own
 from .promotion import check_demotion
 from .scorebook import ScoreBook
 from .scoring import score_series
@@ -63,7 +63,7 @@ def score_apart(job: tuple[Settings, list[tuple[str, Timeframe, int | None]], in
 
     settings, series, now_ms = job
     try:
-        with open_store(settings) as store, open_scorebook(settings) as book:
+        with kept_store(settings) as store, kept_open(f"book {settings.data_dir}", lambda: open_scorebook(settings)) as book:
             return [_one(store, settings, book, symbol, tf, now_ms, through) for symbol, tf, through in series]
     except CoinPredictError as exc:  # the store or book cannot be opened: every series says so
         log.error("scoring of %d series failed: %s", len(series), short_error(exc))

@@ -18,7 +18,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, get_args
+from typing import Any, Iterator, Literal, Mapping, Union, get_args
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ from ..timeframes import Timeframe, parse_timeframe
 
 __all__ = [
     "CandleStore", "Forecast", "ForecastColumns", "ForecastRow", "FORECAST_COLUMNS", "BAND50_COLUMNS",
-    "STORED_COLUMNS", "ROLES", "Role", "BUDGET_WARN_RATIO", "points_payload", "points_frame", "rows_frame",
+    "STORED_COLUMNS", "ROLES", "Role", "Points", "BUDGET_WARN_RATIO", "points_payload", "points_frame", "rows_frame",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,15 @@ MAX_CHUNK = 50_000
 _MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
+#: Forecast points: a frame, or (what the serving path builds, no frame) equal-length columns by name.
+Points = Union[pd.DataFrame, Mapping[str, np.ndarray]]
+
+
+def point_columns(points: Points) -> list[str]:
+    """The column names of ``points``, a frame or a mapping of columns."""
+    return list(points.columns if isinstance(points, pd.DataFrame) else points.keys())
+
+
 @dataclass(frozen=True)
 class Forecast:
     """One issued forecast of a series: ``points`` has :data:`FORECAST_COLUMNS`, ts = target open.
@@ -65,7 +74,7 @@ class Forecast:
     issued_at: int
     model_version: str
     input_last_ts: int
-    points: pd.DataFrame
+    points: Points
     role: Role = "champion"
     model: str = ""
 
@@ -120,16 +129,17 @@ def _model_of(version: str) -> str:
     return name if _MODEL_NAME.fullmatch(name) else "unknown"
 
 
-def points_payload(points: pd.DataFrame) -> dict[str, list[Any]]:
+def points_payload(points: Points) -> dict[str, list[Any]]:
     """Points as JSON-able columns: the 50 % band is added as nulls when the model has none.
 
     Column by column through numpy (no reindexed copy of the frame): every cycle stores one
     run per model per series.
     """
-    n = len(points)
-    payload: dict[str, list[Any]] = {"ts": np.asarray(points["ts"], dtype="int64").tolist()}
+    names = point_columns(points)
+    ts = np.asarray(points["ts"], dtype="int64")
+    payload: dict[str, list[Any]] = {"ts": ts.tolist()}
     for column in STORED_COLUMNS[1:]:
-        values = np.asarray(points[column], dtype="float64") if column in points.columns else np.full(n, np.nan)
+        values = np.asarray(points[column], dtype="float64") if column in names else np.full(len(ts), np.nan)
         listed = values.tolist()
         if np.isnan(values).any():
             listed = [None if v != v else v for v in listed]  # NaN is the only value unequal to itself
@@ -219,7 +229,10 @@ class CandleStore(ABC):
     def tail(self, symbol: str, tf: Timeframe, n: int) -> pd.DataFrame:
         """The latest ``n`` candles, ascending."""
         symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
-        return self._read_tail(symbol, tf, n).sort_values("ts").reset_index(drop=True)
+        frame = self._read_tail(symbol, tf, n)
+        if frame["ts"].is_monotonic_increasing and isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0:
+            return frame  # the backends read it in order: sorting a tail costs more than reading it
+        return frame.sort_values("ts").reset_index(drop=True)
 
     def bounds(self, symbol: str, tf: Timeframe) -> tuple[int, int] | None:
         """(first, latest) open time stored for the series, or None when empty."""
@@ -248,9 +261,12 @@ class CandleStore(ABC):
 
     # ---- forecasts ----------------------------------------------------------------------
     def write_forecast(self, forecast: Forecast) -> None:
-        missing = [c for c in FORECAST_COLUMNS if c not in forecast.points.columns]
+        names = point_columns(forecast.points)
+        missing = [c for c in FORECAST_COLUMNS if c not in names]
         if missing:
             raise DataValidationError(f"forecast points lack columns: {', '.join(missing)}")
+        if len({len(forecast.points[c]) for c in names}) > 1:
+            raise DataValidationError("forecast points have columns of different lengths")
         if forecast.role not in ROLES:
             raise DataValidationError(f"forecast role {forecast.role!r} is not one of {', '.join(ROLES)}")
         if not _MODEL_NAME.fullmatch(forecast.model):

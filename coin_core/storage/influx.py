@@ -276,7 +276,7 @@ class InfluxStore(CandleStore):
                 end = int(page[-1][0]) - 1
             else:
                 start = int(page[-1][0]) + 1
-        return rows_frame(rows)
+        return rows_frame(rows[::-1] if descending else rows)  # ascending either way: no sort after
 
     # ---- candles ------------------------------------------------------------------------
     def _write_candles(self, symbol: str, tf: Timeframe, candles: CheckedCandles) -> None:

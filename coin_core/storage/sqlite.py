@@ -113,9 +113,6 @@ class SQLiteStore(CandleStore):
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite write failed for {symbol} {tf}: {exc}") from exc
 
-    def _query_frame(self, sql: str, params: tuple) -> pd.DataFrame:
-        return rows_frame(self._exec(sql, params))
-
     def _read_rows(self, symbol, tf, start, end, limit) -> list[tuple]:
         clause, params = self._where(start, end)
         sql = f"SELECT ts,open,high,low,close,volume FROM candles WHERE symbol=? AND timeframe=?{clause} ORDER BY ts LIMIT ?"
@@ -126,7 +123,7 @@ class SQLiteStore(CandleStore):
 
     def _read_tail(self, symbol, tf, n) -> pd.DataFrame:
         sql = "SELECT ts,open,high,low,close,volume FROM candles WHERE symbol=? AND timeframe=? ORDER BY ts DESC LIMIT ?"
-        return self._query_frame(sql, (symbol, tf, int(n)))
+        return rows_frame(self._exec(sql, (symbol, tf, int(n)))[::-1])  # ascending: no sort after
 
     def _bounds(self, symbol, tf):
         row = self._exec("SELECT MIN(ts), MAX(ts) FROM candles WHERE symbol=? AND timeframe=?", (symbol, tf))[0]
