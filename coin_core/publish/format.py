@@ -12,6 +12,7 @@ and are worded as such ("closed … ago").
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 from ..freshness import format_age
 from ..timeframes import Timeframe, to_datetime
@@ -58,14 +59,20 @@ def format_ts(ts_ms: int | None, tf: Timeframe | None = None) -> str:
     """A candle time at the precision its timeframe needs (minutes for 1m/1h, days above)."""
     if ts_ms is None:
         return "—"
-    return to_datetime(int(ts_ms)).strftime(_TS_FORMATS.get(tf or "1m", _TS_FORMATS["1m"]))
+    return _ts_text(int(ts_ms), tf or "1m")
+
+
+@lru_cache(maxsize=8192)
+def _ts_text(ts_ms: int, tf: str) -> str:
+    # Every series of a timeframe charts the same candle times: a publish formats each once.
+    return to_datetime(ts_ms).strftime(_TS_FORMATS.get(tf, _TS_FORMATS["1m"]))
 
 
 def format_candle(ts_ms: int | None, tf: Timeframe | None = None) -> str:
     """``opening 2024-05-01 11:00 UTC``: a candle named by its open time, to the minute, always."""
     if ts_ms is None:
         return "—"
-    return "opening " + to_datetime(int(ts_ms)).strftime("%Y-%m-%d %H:%M UTC")
+    return "opening " + _ts_text(int(ts_ms), "1h")
 
 
 def format_age_s(seconds: float | None) -> str:
