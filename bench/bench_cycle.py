@@ -10,8 +10,10 @@ exactly one new closed candle per series; ``--latency-ms`` added to every answer
 1. setup: backfill 30 days of 1h candles per symbol (not measured);
 2. train: fit the champion (Prophet) of every series — seconds and peak RSS of the process;
 3. cycle: move the clock to the next boundary, then ingest -> forecast -> publish
-   (``run_cycle``, the same chain as the Prefect cycle flow) — latency p50/p95 over the
-   cycles, peak RSS of the process, of its largest worker process and of both together.
+   (``run_cycle``, the same chain as the Prefect cycle flow, with the exchange's market list
+   loaded once per process as the flow's cached ``exchange-markets`` task serves it) — latency
+   p50/p95 over the cycles, peak RSS of the process, of its largest worker process and of both
+   together.
 
 ``--flow`` measures the operator's path instead: each cycle is the Prefect ``cycle`` flow run
 against a real ``prefect server`` (``PREFECT_API_URL`` must point at one), the same chain plus
@@ -65,6 +67,23 @@ def _flow_cycle(n: int, workdir: Path, url: str, lookback_days: int):
     return run
 
 
+def _children(pid: int) -> list[int]:
+    """Child pids from /proc (psutil's children() scans every process: the sampler's own CPU
+    counted against the measured cycle)."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _rss_of(pid: int) -> float:
+    """Resident MiB of ``pid`` (0 once it has exited)."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class _WorkerRss:
     """Peak RSS of the worker processes (children of the fork server), sampled every 0.1 s, and
     the peak of parent + workers together (PSS would split their shared pages; RSS counts them
@@ -79,19 +98,13 @@ class _WorkerRss:
         self._thread.start()
 
     def _run(self) -> None:
-        import psutil
         from multiprocessing import forkserver
 
-        me = psutil.Process()
         while not self._stop.wait(0.1):
             pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-            try:
-                kids = psutil.Process(pid).children() if pid else []
-                rss = [k.memory_info().rss / 2**20 for k in kids]
-            except psutil.Error:
-                continue
+            rss = [_rss_of(kid) for kid in _children(pid)] if pid else []
             self.worker_peak_mib = max(self.worker_peak_mib, max(rss, default=0.0))
-            self.total_peak_mib = max(self.total_peak_mib, me.memory_info().rss / 2**20 + sum(rss))
+            self.total_peak_mib = max(self.total_peak_mib, _rss_of(os.getpid()) + sum(rss))
 
     def stop(self) -> dict:
         self._stop.set()
@@ -113,6 +126,15 @@ def _boot_workers(settings) -> float | None:
     return round(time.perf_counter() - t0, 3)
 
 
+def _markets(settings) -> dict:
+    """The market snapshot, loaded once per process: the flow's cycles take it from their cached
+    ``exchange-markets`` task (``MARKETS_TTL``), not from a request per cycle."""
+    from coin_core.exchange import ExchangeClient
+
+    with ExchangeClient(settings) as client:
+        return client.market_snapshot(settings.target_symbols)
+
+
 def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, lookback_days: int, flow: bool = False) -> dict:
     from bench.simproc import SimProcess
     from coin_core.ingest import run_ingest
@@ -131,6 +153,7 @@ def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, look
         latencies, units = [], []
         flow_cycle = _flow_cycle(n, workdir, sim.base_url, lookback_days) if flow else None
         boot_s = _boot_workers(settings)
+        markets = _markets(settings)
         sampler = _WorkerRss()
         for _ in range(cycles):
             now_ms = sim.call("advance", seconds=3600)
@@ -139,7 +162,7 @@ def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, look
                 units.append(flow_cycle(now_ms))
                 latencies.append(time.perf_counter() - t0)
                 continue
-            report = run_cycle(settings, now_ms=now_ms)
+            report = run_cycle(settings, now_ms=now_ms, markets=markets)
             latencies.append(time.perf_counter() - t0)
             units.append(report.units_seconds)
             assert report.ingest.new_candles == n and report.ingest.ok, report

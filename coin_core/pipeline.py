@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from pydantic import BaseModel
 
@@ -150,9 +150,14 @@ def run_publish(settings: Settings, *, now_ms: int) -> "PublishReport":
 
 
 def run_cycle(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
-              now_ms: int | None = None, progress: Progress | None = None) -> CycleReport:
+              now_ms: int | None = None, progress: Progress | None = None,
+              markets: dict[str, dict[str, Any]] | None = None) -> CycleReport:
     """The per-series unit (ingest -> gate -> forecast) for every series, then publish: the
-    same chain as the Prefect ``cycle`` flow. Publish covers every configured series."""
+    same chain as the Prefect ``cycle`` flow. Publish covers every configured series.
+
+    ``markets``: a market snapshot (``ExchangeClient.market_snapshot``), as the flow serves it
+    from its cached ``exchange-markets`` task; None loads the exchange's market list first.
+    """
     from .cycle import run_series
 
     began = time.monotonic()
@@ -160,7 +165,7 @@ def run_cycle(settings: Settings, *, symbols: Iterable[str] | None = None, timef
     # One pool of worker processes for the whole cycle (score, forecasts, pages).
     with Workers(pool_size(settings.cpu_workers, len(settings.series()))) as workers:
         with open_store(settings) as store:  # each series scored first: a demotion serves at once
-            run = run_series(store, chosen, now_ms=now_ms, progress=progress, workers=workers, score=True)
+            run = run_series(store, chosen, now_ms=now_ms, progress=progress, workers=workers, score=True, markets=markets)
             from .publish import publish_site
 
             report = publish_site(store, settings, now_ms=run.now_ms, workers=workers)
