@@ -21,7 +21,7 @@ from coin_core.config import Settings
 from coin_core.exchange_sim import SimClock, SimExchange
 from coin_core.pipeline import run_cycle
 from coin_core.storage.sqlite import SQLiteStore
-from coin_core.workers import MIN_POOL_JOBS, Workers, default_workers, pool_size
+from coin_core.workers import MIN_POOL_JOBS, Workers, default_workers, kept_open, pool_size
 
 from tests.fixtures.common import REPO
 
@@ -89,6 +89,50 @@ def test_workers_do_not_rerun_the_callers_main_script(tmp_path: Path) -> None:
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(marker.read_text().split()) == 1, "the script ran once: in its own process, not in the workers"
+
+
+class _Ledger:
+    """A closable resource that notes in a file each time it is opened or closed, and by which process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._note("open")
+
+    def _note(self, what: str) -> None:
+        with self.path.open("a") as handle:
+            handle.write(f"{what} {os.getpid()}\n")
+
+    def close(self) -> None:
+        self._note("close")
+
+    def __enter__(self) -> "_Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _use_ledger(path: str) -> tuple[int, int]:
+    with kept_open(f"ledger {path}", lambda: _Ledger(Path(path))) as ledger:
+        return os.getpid(), id(ledger)
+
+
+def _notes(path: Path) -> list[tuple[str, int]]:
+    return [(what, int(pid)) for what, pid in (line.split() for line in path.read_text().splitlines())]
+
+
+def test_a_worker_keeps_what_it_opens_until_it_exits(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    with Workers(2) as workers:
+        used = list(workers.map(_use_ledger, [str(kept)] * 16))
+    pids = {pid for pid, _ in used}
+    assert os.getpid() not in pids
+    for pid in pids:  # one open however many calls the worker ran, one close when it exited
+        assert len({ident for p, ident in used if p == pid}) == 1
+        assert sorted(what for what, p in _notes(kept) if p == pid) == ["close", "open"]
+    here = tmp_path / "here"
+    assert _use_ledger(str(here))[0] == _use_ledger(str(here))[0] == os.getpid()
+    assert _notes(here) == [("open", os.getpid()), ("close", os.getpid())] * 2, "in-process: opened and closed per call"
 
 
 def test_pool_size_policy() -> None:

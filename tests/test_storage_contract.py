@@ -206,6 +206,22 @@ def test_forecast_round_trip_latest_wins(store: CandleStore) -> None:
         store.write_forecast(Forecast("BTC/USDT", "1h", T0, "x", T0, newer.points.drop(columns="yhat_upper")))
 
 
+def test_forecast_points_as_plain_columns_store_like_a_frame(store: CandleStore) -> None:
+    """The serving path hands its points over as arrays by column (no frame per model)."""
+    framed = _forecast(T0 + 48 * HOUR, "prophet-v1", 7, band50=True)
+    columns = {name: framed.points[name].to_numpy() for name in framed.points.columns}
+    store.write_forecast(Forecast("ETH/USDT", "1h", framed.issued_at, "prophet-v1", framed.input_last_ts, columns))
+    store.write_forecast(framed)
+    plain, frame = store.latest_forecast("ETH/USDT", "1h"), store.latest_forecast("BTC/USDT", "1h")
+    assert plain is not None and frame is not None
+    pd.testing.assert_frame_equal(plain.points, frame.points)  # NaN of the 50 % band included
+    short = {**columns, "yhat_upper": columns["yhat_upper"][:-1]}
+    with pytest.raises(DataValidationError, match="different lengths"):
+        store.write_forecast(Forecast("ETH/USDT", "1h", T0, "x", T0, short))
+    with pytest.raises(DataValidationError, match="yhat_lower"):
+        store.write_forecast(Forecast("ETH/USDT", "1h", T0, "x", T0, {k: v for k, v in columns.items() if k != "yhat_lower"}))
+
+
 def test_shadow_runs_of_one_snapshot_are_kept_apart_and_never_served(store: CandleStore) -> None:
     issued = T0 + 48 * HOUR + 60_000
     champion = _forecast(issued, "prophet-aaaaaaaa-20230103000000", 1, band50=True)
