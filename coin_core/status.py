@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
+
+import numpy as np
 
 from . import timeframes as tfs
 from .config import Settings
@@ -70,12 +71,12 @@ def check_forecast(forecast: Forecast, tf: Timeframe) -> str | None:
         return "forecast has no model version"
     if points.empty:
         return "forecast has no points"
-    values = points[list(FORECAST_COLUMNS)]
-    if not all(math.isfinite(float(v)) for v in values.to_numpy().ravel()):
+    values = np.column_stack([np.asarray(points[c], dtype="float64") for c in FORECAST_COLUMNS])
+    if not np.isfinite(values).all():
         return "forecast has a missing or non-finite value"
-    if (points["yhat_lower"] > points["yhat_upper"]).any():
+    if (values[:, 2] > values[:, 3]).any():  # yhat_lower above yhat_upper
         return "forecast interval has lower above upper"
-    ts = [int(t) for t in points["ts"]]
+    ts = [int(t) for t in values[:, 0]]
     expected = [tfs.add(forecast.input_last_ts, tf, i + 1) for i in range(len(ts))]
     if ts != expected:
         return "forecast points are not the consecutive candles after its input"

@@ -209,8 +209,8 @@ def _prune(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, n
 def needs_forecast(store: CandleStore, symbol: str, tf: Timeframe) -> bool:
     """Causal gate: forecast only when the stored input moved past the last issued forecast."""
     latest = store.latest_ts(symbol, tf)
-    issued = store.latest_forecast(symbol, tf)
-    return latest is not None and (issued is None or issued.input_last_ts < latest)
+    issued = store.latest_input_ts(symbol, tf)
+    return latest is not None and (issued is None or issued < latest)
 
 
 def forecast_one(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> PredictOutcome | None:

@@ -279,6 +279,12 @@ class CandleStore(ABC):
         row = self._read_latest_forecast(symbol, tf, role)
         return None if row is None else _decoded(symbol, tf, row)
 
+    def latest_input_ts(self, symbol: str, tf: Timeframe, role: Role = "champion") -> int | None:
+        """The input candle of the latest forecast of ``role`` (its points are not decoded: the
+        forecast gate of every series asks this each cycle)."""
+        row = self._read_latest_forecast(parse_symbol(symbol), parse_timeframe(tf), role)
+        return None if row is None else int(row[4])
+
     def read_forecasts(
         self, symbol: str, tf: Timeframe, issued_from: int | None = None, issued_to: int | None = None,
         role: Role | None = None,
@@ -408,7 +414,7 @@ def rows_frame(rows: list[tuple] | list[list]) -> pd.DataFrame:
     (a backend's rows are stored candles: numbers, open times exact in float64)."""
     if not rows:
         return empty_frame()
-    matrix = np.array(rows, dtype=np.float64)
-    data = {"ts": matrix[:, 0].astype(np.int64)}
-    data.update({name: matrix[:, i] for i, name in enumerate(COLUMNS[1:], start=1)})
-    return pd.DataFrame(data)
+    columns = list(zip(*rows))  # one array per column: no row matrix to slice and copy again
+    data = {"ts": np.array(columns[0], dtype=np.float64).astype(np.int64)}
+    data.update({name: np.array(columns[i], dtype=np.float64) for i, name in enumerate(COLUMNS[1:], start=1)})
+    return pd.DataFrame(data, copy=False)
