@@ -22,7 +22,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .clients import ClientPool
 from .config import Settings
@@ -42,6 +42,9 @@ __all__ = ["SeriesCycle", "SeriesRun", "needs_forecast", "ingest_one", "forecast
            "run_series"]
 
 log = logging.getLogger(__name__)
+
+#: Called as each unit ends: (the run's workers, the run's clock, symbol, timeframe).
+UnitDone = Callable[[Workers, int, str, Timeframe], None]
 
 
 @dataclass
@@ -160,12 +163,16 @@ def _failed_run(settings: Settings, error: CoinPredictError, began: float) -> Se
 
 def run_series(store: CandleStore, settings: Settings, *, now_ms: int | None = None, forecast: bool = True,
                progress: Progress | None = None, markets: dict | None = None,
-               rate_limit_ms: int | None = None, workers: Workers | None = None, score: bool = False) -> SeriesRun:
+               rate_limit_ms: int | None = None, workers: Workers | None = None, score: bool = False,
+               on_unit: UnitDone | None = None) -> SeriesRun:
     """The unit of work for every configured series, ``EXCHANGE_CONCURRENCY`` at a time.
 
     ``score``: each predicted series is first scored (what closed before this run) and checked
     for demotion, so a demotion serves at once: in its unit on a worker process when the run
     has workers, else all series in this thread before the units.
+
+    ``on_unit(workers, now_ms, symbol, timeframe)`` is called as each unit ends, on its thread
+    (an early publish queues the series' files there: ``publish.early``).
 
     The run's clock is read once (the exchange's time unless ``now_ms`` is given), so every
     series decides "closed" against the same instant and no series pays a ``/time`` request.
@@ -191,8 +198,11 @@ def run_series(store: CandleStore, settings: Settings, *, now_ms: int | None = N
             steps = _score_first(store, settings, now) if score and not in_units else {}
 
             def unit(series: tuple[str, Timeframe]) -> SeriesCycle:
-                return cycle_series(store, pool.client(), settings, series[0], series[1], now, listed,
+                done = cycle_series(store, pool.client(), settings, series[0], series[1], now, listed,
                                     forecast=forecast, progress=progress, workers=pool_of_run, score=in_units)
+                if on_unit is not None:
+                    on_unit(pool_of_run, now, series[0], series[1])
+                return done
 
             with ThreadPoolExecutor(settings.exchange_concurrency, thread_name_prefix="series") as executor:
                 done = list(executor.map(unit, settings.series()))

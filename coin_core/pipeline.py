@@ -45,6 +45,7 @@ class CycleReport(BaseModel):
     requests: int = 0
     workers: int = 1
     scores: dict[str, str] = {}
+    early_series: int = 0  # series whose files were rendered while the units ran (publish.early)
 
 
 def train_candidates(settings: Settings, symbol: str, tf: str, lookback: int | None, specs: "list[ModelSpec]",
@@ -162,15 +163,18 @@ def run_cycle(settings: Settings, *, symbols: Iterable[str] | None = None, timef
 
     began = time.monotonic()
     chosen = settings.narrowed(symbols, timeframes)  # a bad selection fails before anything is fetched
-    # One pool of worker processes for the whole cycle (score, forecasts, pages).
-    with Workers(pool_size(settings.cpu_workers, len(settings.series()))) as workers:
-        with open_store(settings) as store:  # each series scored first: a demotion serves at once
-            run = run_series(store, chosen, now_ms=now_ms, progress=progress, workers=workers, score=True, markets=markets)
-            from .publish import publish_site
+    from .publish import publish_site
+    from .publish.early import EarlyPublish
 
-            report = publish_site(store, settings, now_ms=run.now_ms, workers=workers)
+    # One pool of worker processes for the whole cycle (score, forecasts, pages); a series' files
+    # are rendered when its unit is done and a worker is idle (publish.early), publish does the rest.
+    with Workers(pool_size(settings.cpu_workers, len(settings.series()))) as workers, EarlyPublish(settings) as early:
+        with open_store(settings) as store:  # each series scored first: a demotion serves at once
+            run = run_series(store, chosen, now_ms=now_ms, progress=progress, workers=workers, score=True, markets=markets,
+                             on_unit=early.series_done)
+            report = publish_site(store, settings, now_ms=run.now_ms, workers=workers, early=early)
     forecasts = {name: out.status + (f" ({out.error})" if out.error else "") for name, out in run.forecasts.items()}
     scores = {f"{u.ingest.symbol} {u.ingest.timeframe}": u.score.summary() for u in run.series if u.score is not None}
     return CycleReport(ingest=run.ingest, forecasts=forecasts, published_files=len(report.written),
                        seconds=time.monotonic() - began, units_seconds=run.seconds, requests=run.requests,
-                       workers=run.workers, scores=scores)
+                       workers=run.workers, scores=scores, early_series=report.early)

@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import threading
 import types
 from contextlib import contextmanager
 from itertools import islice
@@ -145,6 +146,8 @@ class Workers:
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
         self._pool: ProcessPoolExecutor | None = None
+        self._busy = 0  # calls sent and not finished
+        self._changed = threading.Condition()
         if self.workers > 1:
             self._pool = process_pool(self.workers)
             with _main_not_rerun():  # every worker starts here, not lazily on a caller's thread
@@ -176,7 +179,7 @@ class Workers:
         if pool is None:
             return lambda: fn(*args)
         try:
-            future = pool.submit(_run_pickled, _pickled(fn, args))
+            future = self._track(pool.submit(_run_pickled, _pickled(fn, args)))
         except BrokenProcessPool as exc:
             self._broke(exc)
             return lambda: fn(*args)
@@ -211,7 +214,7 @@ class Workers:
             if chunk is None:
                 return
             try:
-                pending.append((chunk, self._pool.submit(_run_pickled, _pickled(_run_chunk, (fn, chunk)))))
+                pending.append((chunk, self._track(self._pool.submit(_run_pickled, _pickled(_run_chunk, (fn, chunk))))))
             except BrokenProcessPool as exc:
                 self._broke(exc)
                 pending.append((chunk, _failed(exc)))
@@ -229,6 +232,23 @@ class Workers:
             self._top_up(pending, fn, source, ahead)
         for chunk in source:  # the pool broke before these were sent
             yield from map(fn, chunk)
+
+    def wait_below(self, limit: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until fewer than ``limit`` calls are in flight (sent, not
+        finished); False on timeout or once there is no pool."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._pool is not None and self._busy < limit, timeout)
+
+    def _track(self, future: Future[Any]) -> Future[Any]:
+        with self._changed:
+            self._busy += 1
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _future: Future[Any]) -> None:
+        with self._changed:
+            self._busy -= 1
+            self._changed.notify_all()
 
     def _broke(self, exc: BaseException) -> None:
         pool, self._pool = self._pool, None

@@ -21,7 +21,9 @@ from prefect.concurrency.sync import concurrency
 from coin_core.config import Settings
 from coin_core.cycle import SeriesCycle
 from coin_core.metrics import RunTimer
+from coin_core.publish.early import EarlyPublish
 from coin_core.storage import open_store
+from coin_core.workers import Workers, pool_size
 
 from flows.artifacts import artifact_key, forecast_columns, ingest_rows, publish_table
 from flows.common import fail_if_any, flow_settings, recorded_run, state_error
@@ -58,13 +60,18 @@ def _cycle(settings: Settings, site_settings: Settings, timeframe: str, timer: R
     logger = get_run_logger()
     run_id = runtime.flow_run.id
     prepare_cycle_limit(str(run_id) if run_id else None)
-    with concurrency(CYCLE_LIMIT, occupy=1, timeout_seconds=CYCLE_WAIT_S), open_store(settings) as store:
+    # One pool of worker processes for the units and publish, which starts each series' files as
+    # its unit ends (coin_core.publish.early), as ``coin-predict cycle`` does.
+    with concurrency(CYCLE_LIMIT, occupy=1, timeout_seconds=CYCLE_WAIT_S), open_store(settings) as store, \
+            Workers(pool_size(site_settings.cpu_workers, len(site_settings.series()))) as workers, \
+            EarlyPublish(site_settings) as early:
         with timer.step("score+ingest+forecast"):  # one unit per series: score -> ingest -> gate -> forecast
-            units, now_ms = run_units(store, settings, "cycle")
+            units, now_ms = run_units(store, settings, "cycle", workers, early.series_done)
         scores = {(u.ingest.symbol, u.ingest.timeframe): u.score.columns() for u in units if u.score is not None}
         with timer.step("publish"):
             # The exchange unreachable (now_ms None): publish anyway, so the badges say what is stale.
-            published = publish_task(store, site_settings, now_ms or int(time.time() * 1000), return_state=True)
+            published = publish_task(store, site_settings, now_ms or int(time.time() * 1000), workers, early,
+                                     return_state=True)
     publish_error = state_error(published)
     reports = [u.ingest for u in units]
     rows = [{**row, **scores.get((u.ingest.symbol, u.ingest.timeframe), {}), **forecast_columns(u.forecast)}

@@ -20,9 +20,10 @@ from prefect import flow, get_run_logger, runtime, task
 from prefect.concurrency.sync import concurrency
 
 from coin_core.config import Settings
-from coin_core.cycle import SeriesCycle
+from coin_core.cycle import SeriesCycle, UnitDone
 from coin_core.ingest import SeriesReport
 from coin_core.storage import CandleStore, open_store
+from coin_core.workers import Workers
 
 from flows.artifacts import artifact_key, ingest_rows, publish_table
 from flows.common import fail_if_any, flow_settings, recorded_run, state_error
@@ -46,9 +47,11 @@ def _all_failed(settings: Settings, error: str) -> tuple[list[SeriesCycle], int 
     return [SeriesCycle(SeriesReport(symbol=s, timeframe=tf, error=error)) for s, tf in settings.series()], None
 
 
-def run_units(store: CandleStore, settings: Settings, step: str) -> tuple[list[SeriesCycle], int | None]:
+def run_units(store: CandleStore, settings: Settings, step: str, workers: Workers | None = None,
+              on_unit: UnitDone | None = None) -> tuple[list[SeriesCycle], int | None]:
     """The per-series unit (``step`` "ingest" or "cycle") of every series, in order, and the
-    run's exchange time (None when the exchange could not be reached at all).
+    run's exchange time (None when the exchange could not be reached at all). ``workers`` and
+    ``on_unit`` as in :func:`coin_core.cycle.run_series`.
 
     The market snapshot comes from a cached task, so a run does not reload the exchange's
     whole market list; the exchange clock is read once per run, not once per series.
@@ -57,7 +60,8 @@ def run_units(store: CandleStore, settings: Settings, step: str) -> tuple[list[S
     markets_state = cached(exchange_markets, key)(settings, cache_key=key, return_state=True)
     if (error := state_error(markets_state)) is not None:
         return _all_failed(settings, error)
-    units = units_task(store, settings, markets_state.result(), step, len(settings.series()), return_state=True)
+    units = units_task(store, settings, markets_state.result(), step, len(settings.series()), workers, on_unit,
+                       return_state=True)
     if (error := state_error(units)) is not None:
         return _all_failed(settings, error)
     run = units.result()  # an exchange that cannot be reached at all: every series says so, local clock

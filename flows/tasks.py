@@ -32,9 +32,11 @@ from coin_core.forecast.training import TrainResult, fit_keys
 from coin_core.lifecycle import GateOutcome, ScoreBook, run_gate
 from coin_core.lifecycle.triggers import TriggerCheck, check_triggers
 from coin_core.pipeline import run_forecast, train_candidates
-from coin_core.cycle import SeriesRun, run_series
+from coin_core.cycle import SeriesRun, UnitDone, run_series
 from coin_core.publish import PublishReport, publish_site
+from coin_core.publish.early import EarlyPublish
 from coin_core.storage import CandleStore
+from coin_core.workers import Workers
 
 __all__ = [
     "RETRYABLE", "MARKETS_TTL", "retry_transient", "by_cache_key", "result_exists", "cached",
@@ -103,8 +105,9 @@ def exchange_markets(settings: Settings, cache_key: str) -> dict[str, dict[str, 
 # cycle catches up, so the step itself has no retries.
 @task(name="series-units", task_run_name="{step} {n_series} series")
 def units_task(store: CandleStore, settings: Settings, markets: dict[str, dict[str, Any]], step: str,
-               n_series: int) -> SeriesRun:
-    return run_series(store, settings, markets=markets, forecast=step == "cycle", score=step == "cycle")
+               n_series: int, workers: Workers | None = None, on_unit: UnitDone | None = None) -> SeriesRun:
+    return run_series(store, settings, markets=markets, forecast=step == "cycle", score=step == "cycle",
+                      workers=workers, on_unit=on_unit)
 
 
 # Opens its own store: it may run in a Dask worker process (a store's connections do not travel).
@@ -115,8 +118,9 @@ def forecast_task(settings: Settings, symbol: str, tf: str, now_ms: int) -> str:
 
 @task(name="publish-site", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
       retry_condition_fn=retry_transient)
-def publish_task(store: CandleStore, settings: Settings, now_ms: int) -> PublishReport:
-    return publish_site(store, settings, now_ms=now_ms)
+def publish_task(store: CandleStore, settings: Settings, now_ms: int, workers: Workers | None = None,
+                 early: EarlyPublish | None = None) -> PublishReport:
+    return publish_site(store, settings, now_ms=now_ms, workers=workers, early=early)
 
 
 @task(name="fit-cache-keys", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,

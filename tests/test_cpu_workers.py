@@ -3,7 +3,8 @@
 Real processes from the real fork server: calls run in other processes, a killed worker falls
 back to this process without losing a result, the caller's ``__main__`` is not re-run in the
 workers, and a cycle on worker processes writes exactly what the same cycle in one process
-writes (forecasts, band states, score book, every byte of the site).
+writes (forecasts, band states, score book, every byte of the site), series pages rendered
+early (while the units run) included.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import pytest
 
 from coin_core.config import Settings
 from coin_core.exchange_sim import SimClock, SimExchange
+from coin_core.cycle import run_series
 from coin_core.pipeline import run_cycle
+from coin_core.publish import publish_site
+from coin_core.publish.early import EarlyPublish
+from coin_core.storage import open_store
 from coin_core.storage.sqlite import SQLiteStore
 from coin_core.workers import MIN_POOL_JOBS, Workers, default_workers, kept_open, pool_size
 
@@ -156,14 +161,19 @@ def test_a_cycle_on_worker_processes_writes_what_one_process_writes(cfg: Setting
     symbols = [f"W{i:02d}/USDT" for i in range(MIN_POOL_JOBS)]
     with SimExchange(symbols, clock=frozen) as sim:
         one, many = (_world(cfg, tmp_path / name, sim.base_url, symbols, n) for name, n in (("one", 1), ("many", 2)))
+        early = 0
         for cycle in range(3):  # backfill + naive champions, then two cycles that score and forecast
             reports = {name: run_cycle(world) for name, world in (("one", one), ("many", many))}
             assert reports["one"].workers == 1 and reports["many"].workers == 2
+            assert reports["one"].early_series == 0, "no early pages without worker processes"
+            early += reports["many"].early_series
             assert reports["one"].forecasts == reports["many"].forecasts
             assert reports["one"].scores == reports["many"].scores and not any(
                 line.startswith("failed") for line in reports["many"].scores.values()), reports["many"].scores
             assert all(v == "ok" for v in reports["many"].forecasts.values()) and len(reports["many"].forecasts) == len(symbols)
             frozen.advance(3600)
+    assert early > 0, "some series' files were rendered while the units ran (publish.early)"
+    assert not list((tmp_path / "many").glob(".public.staging/*")), "no run directory left behind"
     site_one, site_many = _tree(one.public_dir), _tree(many.public_dir)
     status_one, status_many = (json.loads(site.pop("status.json")) for site in (site_one, site_many))
     for status in (status_one, status_many):  # the SQLite files' sizes: a page more or less, as writes interleave
@@ -177,3 +187,28 @@ def test_a_cycle_on_worker_processes_writes_what_one_process_writes(cfg: Setting
             for x, y in zip(fa, fb):
                 assert (x.model_version, x.issued_at, x.input_last_ts) == (y.model_version, y.issued_at, y.input_last_ts)
                 assert x.points.equals(y.points)
+
+
+def test_publish_renders_again_an_early_series_that_moved_on(cfg: Settings, frozen: SimClock, tmp_path: Path) -> None:
+    """A series whose store changed after its early page was rendered is read and rendered again
+    by publish; every other early series is taken as it is, and the site is what a publish alone
+    makes of the same store at the same clock."""
+    symbols = [f"W{i:02d}/USDT" for i in range(MIN_POOL_JOBS)]
+    with SimExchange(symbols, clock=frozen) as sim:
+        world = _world(cfg, tmp_path / "w", sim.base_url, symbols, 2)
+        run_cycle(world)
+        frozen.advance(3600)
+        moved = symbols[3]
+        with Workers(2) as workers, EarlyPublish(world) as early, open_store(world) as store:
+            run = run_series(store, world, workers=workers, score=True, on_unit=early.series_done)
+            while early._queue or not workers.wait_below(1, 0.05):  # every series rendered early
+                pass
+            last = store.tail(moved, "1h", 1)
+            store.write_candles(moved, "1h", last.assign(ts=last["ts"] + 3_600_000))  # after its unit
+            report = publish_site(store, world, now_ms=run.now_ms, workers=workers, early=early)
+            alone = publish_site(store, world, now_ms=run.now_ms)
+    assert report.early == len(symbols) - 1, "all but the series that moved on were taken as rendered"
+    assert alone.written == [] and len(alone.unchanged) == len(report.written) + len(report.unchanged)
+    page = (world.public_dir / "W03-USDT_1h.html").read_text()
+    assert f'data-candle="{int(last["ts"].iloc[0]) + 3_600_000}"' in page, "its page shows the candle written after"
+    assert not list((tmp_path / "w").glob(".public.staging/*")), "no run directory left behind"

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import pandas as pd
 
@@ -221,9 +221,12 @@ def collect_series(store: CandleStore, settings: Settings, now_ms: int,
 
 
 def iter_series(store: CandleStore, settings: Settings, now_ms: int,
-                picture: StatusPicture | None = None) -> Iterator[SeriesState]:
-    """:func:`collect_series` one series at a time (a publish renders each while reading the next)."""
+                picture: StatusPicture | None = None,
+                known: Mapping[tuple[str, Timeframe], SeriesState] | None = None) -> Iterator[SeriesState]:
+    """:func:`collect_series` one series at a time (a publish renders each while reading the next);
+    ``known``: states read already (an early publish), taken instead of reading them again."""
     picture = picture or build_status(settings, now_ms=now_ms, store=store)
+    known = known or {}
     try:
         book: ScoreBook | None = open_scorebook(settings)
     except CoinPredictError as exc:
@@ -231,7 +234,8 @@ def iter_series(store: CandleStore, settings: Settings, now_ms: int,
         book = None
     try:
         for h in picture.series:
-            yield collect_one(store, settings, h.symbol, h.timeframe, now_ms, h, book)
+            state = known.get((h.symbol, h.timeframe))
+            yield state if state is not None else collect_one(store, settings, h.symbol, h.timeframe, now_ms, h, book)
     finally:
         if book is not None:
             book.close()

@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Collection, Iterable, Iterator
 
 from jinja2 import Environment
 
@@ -43,6 +43,9 @@ from .render import (
     DEFAULT_TEMPLATES_DIR, PageContext, SiteContext, make_environment, series_page, summary_pages, template_cache_dir,
 )
 from .staging import Generation
+
+if TYPE_CHECKING:
+    from .early import EarlyPublish
 
 __all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts", "series_artifacts", "summary_artifacts", "flip_rank"]
 
@@ -77,6 +80,7 @@ class PublishReport:
     sizes: dict[str, int] = field(default_factory=dict)
     series: list[SeriesSummary] = field(default_factory=list)
     store_error: str | None = None
+    early: int = 0  # series taken as rendered while the cycle's units ran
 
     @property
     def bytes_written(self) -> int:
@@ -98,17 +102,23 @@ class _Writer:
         self.root, self.report, self.generation = root, report, generation
 
     def put(self, rel: str, data: bytes) -> None:
-        path = _relative_path(self.root, rel)
-        self.report.sizes[rel] = len(data)
-        try:
-            same = path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
-        except OSError:
-            same = False  # unreadable counts as different: rewriting it is the repair
-        if same:
-            self.report.unchanged.append(rel)
-            return
-        self.generation.stage(rel, data)
-        self.report.written.append(rel)
+        staged = not unchanged(self.root, rel, data)
+        if staged:
+            self.generation.stage(rel, data)
+        self.record(rel, len(data), staged)
+
+    def record(self, rel: str, size: int, staged: bool) -> None:
+        self.report.sizes[rel] = size
+        (self.report.written if staged else self.report.unchanged).append(rel)
+
+
+def unchanged(root: Path, rel: str, data: bytes) -> bool:
+    """Whether ``root/rel`` already holds exactly ``data``."""
+    path = _relative_path(root, rel)
+    try:
+        return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False  # unreadable counts as different: rewriting it is the repair
 
 
 def _css(templates_dir: Path) -> tuple[str, bytes]:
@@ -169,9 +179,12 @@ def summary_artifacts(job: _SummaryJob, env: Environment | None = None) -> list[
 def build_artifacts(
     states: Iterable[SeriesState], settings: Settings, now_ms: int, templates_dir: Path,
     picture: StatusPicture | None = None, env: Environment | None = None, workers: Workers | None = None,
+    rendered: Collection[tuple[str, str]] = (),
 ) -> Iterator[tuple[str, bytes]]:
     """Every file of the site, rendered in memory: each series' data files and page together,
     and the files about every series. The order they go live in is :func:`flip_rank`'s.
+    Series in ``rendered`` (symbol, timeframe) were rendered already (an early publish): only
+    the files about every series include them.
 
     In one process, series by series (one series' bytes held at a time), then the rest. With
     ``workers`` in parallel, each series is sent to a worker as soon as it is read from
@@ -185,7 +198,8 @@ def build_artifacts(
     page = PageContext(settings.site_title, css_href, now_ms)
     read: list[SeriesState] = []
     templates = _Templates(Path(templates_dir), cache_dir)
-    jobs = (_SeriesJob(state, page, templates) for state in _kept(states, read))
+    jobs = (_SeriesJob(state, page, templates) for state in _kept(states, read)
+            if (state.symbol, state.timeframe) not in rendered)
     if workers is not None and workers.parallel:
         expected = len(picture.series) if picture is not None else 0
         series: Iterator[list[tuple[str, bytes]]] = workers.map(
@@ -230,7 +244,7 @@ _LAST = {"index.html": 5, "manifest.json": 6}
 
 def publish_site(
     store: CandleStore, settings: Settings, *, now_ms: int, templates_dir: Path | None = None,
-    workers: Workers | None = None,
+    workers: Workers | None = None, early: EarlyPublish | None = None,
 ) -> PublishReport:
     """Make ``settings.public_dir`` reflect the store at ``now_ms``; see the module docstring.
 
@@ -240,6 +254,9 @@ def publish_site(
     freshness allows, and the outage named (``report.store_error``). A store that fails half-way
     through the reads raises its error unchanged, before anything served changed (what was
     staged is discarded).
+
+    ``early``: the series a cycle's units already rendered and staged (:mod:`.early`); each is
+    taken as it is when the status picture agrees with it, else read and rendered here again.
     """
     started = time.perf_counter()
     picture = build_status(settings, now_ms=now_ms, store=store)
@@ -248,13 +265,16 @@ def publish_site(
     report = PublishReport(public_dir=Path(settings.public_dir), now_ms=now_ms, overall="fresh",
                            store_error=picture.store.error)
     states: list[SeriesState] = []
-    generation = Generation(report.public_dir)
+    generation = early.generation(report.public_dir) if early is not None else None
+    generation = generation or Generation(report.public_dir)
     report.cleaned = generation.cleaned
     try:  # a store that fails mid-way through the reads fails here: only staged files, discarded
         with shared_or_own(workers, settings.cpu_workers, len(picture.series)) as pool:
             writer = _Writer(report.public_dir, report, generation)
-            reading = _kept(iter_series(store, settings, now_ms, picture), states)
-            for rel, data in build_artifacts(reading, settings, now_ms, folder, picture, env, pool):
+            known = early.adopt(picture, now_ms, writer) if early is not None else {}
+            report.early = len(known)
+            reading = _kept(iter_series(store, settings, now_ms, picture, known), states)
+            for rel, data in build_artifacts(reading, settings, now_ms, folder, picture, env, pool, set(known)):
                 writer.put(rel, data)
         generation.seal()
     except BaseException:
@@ -271,8 +291,8 @@ def publish_site(
         for s in states
     ]
     report.duration_s = time.perf_counter() - started
-    log.info("published %d series to %s: %d written, %d unchanged, overall %s",
-             len(states), report.public_dir, len(report.written), len(report.unchanged), status)
+    log.info("published %d series to %s (%d rendered early): %d written, %d unchanged, overall %s",
+             len(states), report.public_dir, report.early, len(report.written), len(report.unchanged), status)
     return report
 
 

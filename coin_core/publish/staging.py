@@ -33,7 +33,7 @@ from typing import Callable
 from ..errors import PublishError
 from ..fsutil import STALE_TEMP_S, remove_stale_temps
 
-__all__ = ["Generation", "staging_root", "RUN_PREFIX"]
+__all__ = ["Generation", "staging_root", "write_staged", "RUN_PREFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,28 @@ def _remove_stale_runs(root: Path, older_than_s: float) -> list[str]:
     return removed
 
 
+def write_staged(run_dir: Path, root: Path, rel: str, data: bytes) -> None:
+    """Write ``rel`` in full under ``run_dir`` (of staging area ``root``), writeback started;
+    PublishError if it cannot be. What :meth:`Generation.stage` does, for a worker process too."""
+    path = run_dir / rel
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            with open(fd, "wb", closefd=False) as handle:
+                handle.write(data)
+            os.fchmod(fd, 0o644)  # whatever the umask: the site is world-readable
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # start writeback now, for seal()
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _write_error(root, rel, exc) from exc
+
+
+def _write_error(root: Path, rel: str, exc: OSError) -> PublishError:
+    return PublishError(f"cannot write {rel} (staged in {root}): {exc.strerror or exc}; the previous site is kept")
+
+
 class Generation:
     """Stage files with :meth:`stage`, :meth:`seal` them, then :meth:`flip` them into ``public`` or :meth:`discard`."""
 
@@ -101,19 +123,13 @@ class Generation:
     def stage(self, rel: str, data: bytes) -> None:
         """Write ``rel`` in full to the run directory (durable only after :meth:`seal`);
         PublishError (nothing served changed) if it cannot be."""
-        path = self.dir / rel
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                with open(fd, "wb", closefd=False) as handle:
-                    handle.write(data)
-                os.fchmod(fd, 0o644)  # whatever the umask: the site is world-readable
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # start writeback now, for seal()
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise self._error(rel, exc) from exc
+        write_staged(self.dir, self.root, rel, data)
+        self.staged.append(rel)
+
+    def adopt(self, rel: str) -> None:
+        """Take in ``rel``, written to the run directory by another process (:func:`write_staged`)."""
+        if not (self.dir / rel).is_file():
+            raise PublishError(f"{rel} is not staged in {self.dir}")
         self.staged.append(rel)
 
     def seal(self) -> None:
@@ -136,7 +152,7 @@ class Generation:
         return rel, None
 
     def _error(self, rel: str, exc: OSError) -> PublishError:
-        return PublishError(f"cannot write {rel} (staged in {self.root}): {exc.strerror or exc}; the previous site is kept")
+        return _write_error(self.root, rel, exc)
 
     def flip(self, order: Callable[[str], int] | None = None) -> None:
         """Rename every staged (and sealed) file into ``public``, in staging order or stably
