@@ -13,7 +13,7 @@ exactly one new closed candle per series; ``--latency-ms`` added to every answer
    (``run_cycle``, the same chain as the Prefect cycle flow, with the exchange's market list
    loaded once per process as the flow's cached ``exchange-markets`` task serves it) — latency
    p50/p95 over the cycles, peak RSS of the process, of its largest worker process and of both
-   together.
+   together, and per cycle how many series publish took as rendered while the units ran.
 
 ``--flow`` measures the operator's path instead: each cycle is the Prefect ``cycle`` flow run
 against a real ``prefect server`` (``PREFECT_API_URL`` must point at one), the same chain plus
@@ -60,10 +60,11 @@ def _flow_cycle(n: int, workdir: Path, url: str, lookback_days: int):
                        "TIMEFRAME_POLICY": json.dumps({"1h": {"lookback_days": lookback_days}})})
     from flows.cycle import cycle_flow
 
-    def run(now_ms: int) -> float:
+    def run(now_ms: int) -> tuple[float, int]:
         state = cycle_flow(return_state=True)
         assert state.is_completed(), state.message
-        return 0.0  # the flow's step times are in its run record, not measured here
+        # the flow's step times are in its run record, not measured here; series rendered early
+        return 0.0, state.result()["publish"].early
     return run
 
 
@@ -150,7 +151,7 @@ def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, look
             t0 = time.perf_counter()
             run_train(settings)
             return {"train_seconds": round(time.perf_counter() - t0, 2), "train_peak_rss_mib": _rss_mib()}
-        latencies, units = [], []
+        latencies, units, early = [], [], []
         flow_cycle = _flow_cycle(n, workdir, sim.base_url, lookback_days) if flow else None
         boot_s = _boot_workers(settings)
         markets = _markets(settings)
@@ -159,12 +160,14 @@ def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, look
             now_ms = sim.call("advance", seconds=3600)
             t0 = time.perf_counter()
             if flow_cycle is not None:
-                units.append(flow_cycle(now_ms))
+                _, rendered = flow_cycle(now_ms)
                 latencies.append(time.perf_counter() - t0)
+                early.append(rendered)
                 continue
             report = run_cycle(settings, now_ms=now_ms, markets=markets)
             latencies.append(time.perf_counter() - t0)
             units.append(report.units_seconds)
+            early.append(report.early_series)
             assert report.ingest.new_candles == n and report.ingest.ok, report
             assert sum(1 for v in report.forecasts.values() if v == "ok") == n, report.forecasts
         site = workdir / "public"
@@ -177,6 +180,7 @@ def child(phase: str, n: int, workdir: Path, cycles: int, latency_s: float, look
                 "cycle_peak_rss_mib": _rss_mib(),
                 **sampler.stop(),
                 "first_cycle_s": round(latencies[0], 3),
+                "early_series": early,
                 "site_bytes": sum(p.stat().st_size for p in site.rglob("*") if p.is_file())}
 
 
