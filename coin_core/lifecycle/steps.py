@@ -9,6 +9,7 @@ finishes its work (scoring is incremental and idempotent).
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from ..config import Settings
@@ -21,7 +22,7 @@ from .promotion import check_demotion
 from .scorebook import ScoreBook
 from .scoring import score_series
 
-__all__ = ["ScoreStep", "score_all", "score_apart", "score_one"]
+__all__ = ["ScoreStep", "kept_book", "score_all", "score_apart", "score_one"]
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,19 @@ def _one(store: CandleStore, settings: Settings, book: ScoreBook, symbol: str, t
     return ScoreStep(scored=scored, demoted_to=demoted or "")
 
 
+def kept_book(settings: Settings) -> AbstractContextManager[ScoreBook]:
+    """The score book of ``settings`` for one call; a worker process keeps it open across calls."""
+    from .scoring import open_scorebook
+
+    return kept_open(f"book {settings.data_dir}", lambda: open_scorebook(settings))
+
+
 def score_apart(job: tuple[Settings, list[tuple[str, Timeframe, int | None]], int]) -> list[ScoreStep]:
     """Score a few series (symbol, timeframe, through which candle: None for the latest) on a
     store and score book of their own (what a worker process runs)."""
-    from .scoring import open_scorebook
-
     settings, series, now_ms = job
     try:
-        with kept_store(settings) as store, kept_open(f"book {settings.data_dir}", lambda: open_scorebook(settings)) as book:
+        with kept_store(settings) as store, kept_book(settings) as book:
             return [_one(store, settings, book, symbol, tf, now_ms, through) for symbol, tf, through in series]
     except CoinPredictError as exc:  # the store or book cannot be opened: every series says so
         log.error("scoring of %d series failed: %s", len(series), short_error(exc))

@@ -32,10 +32,10 @@ from typing import Callable
 from ..config import Settings
 from ..errors import CoinPredictError
 from ..forecast.predict import kept_store
-from ..lifecycle.scoring import open_scorebook
+from ..lifecycle.steps import kept_book
 from ..status import SeriesHealth, StatusPicture
 from ..timeframes import Timeframe
-from ..workers import Workers, kept_open
+from ..workers import Workers
 from .collect import SeriesState, _public, collect_one
 from .render import DEFAULT_TEMPLATES_DIR, PageContext, template_cache_dir
 from .site import _css, _SeriesJob, _Templates, _Writer, series_artifacts, unchanged
@@ -72,7 +72,7 @@ class _EarlyJob:
 def render_early(job: _EarlyJob) -> Rendered:
     """Read one series as publish would, render its files and stage those that changed."""
     settings = job.settings
-    with kept_store(settings) as store, kept_open(f"book {settings.data_dir}", lambda: open_scorebook(settings)) as book:
+    with kept_store(settings) as store, kept_book(settings) as book:
         state = collect_one(store, settings, job.symbol, job.timeframe, job.now_ms, None, book)
     public, done = Path(settings.public_dir), []
     for rel, data in series_artifacts(_SeriesJob(state, job.page, job.templates)):
