@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from contextlib import AbstractContextManager
 from typing import Literal
 
 import numpy as np
@@ -31,7 +30,7 @@ import numpy as np
 from ..config import Settings
 from ..errors import CoinPredictError, DataValidationError, LockError, ModelError, StorageError
 from ..health import PredictionHealth, read_prediction_health, write_prediction_health
-from ..storage import open_store
+from ..storage import kept_store
 from ..storage.base import CandleStore, Forecast
 from ..symbols import parse_symbol
 from ..timeframes import Timeframe, add, parse_timeframe
@@ -43,10 +42,9 @@ from .events import Actor
 from .registry import RegisteredModel
 from .specs import default_lookback
 from .training import require_trained, train_series
-from ..workers import kept_open
 
 __all__ = ["RECENT_ROWS", "PredictOutcome", "forecast_series", "target_times", "short_error", "ensure_champion",
-           "needs_forecast", "forecast_one", "forecast_apart", "kept_store"]
+           "needs_forecast", "forecast_one", "forecast_apart"]
 
 log = logging.getLogger(__name__)
 
@@ -230,11 +228,6 @@ def forecast_one(store: CandleStore, settings: Settings, symbol: str, tf: Timefr
     except CoinPredictError as exc:  # the store is unreachable: report it, do not abort the others
         return PredictOutcome(symbol, tf, "degraded", error=short_error(exc))
     return forecast_series(store, settings, symbol, tf, now_ms=now_ms)
-
-
-def kept_store(settings: Settings) -> AbstractContextManager[CandleStore]:
-    """The store of ``settings`` for one call; a worker process keeps it open across calls."""
-    return kept_open(f"store {settings.model_dump_json()}", lambda: open_store(settings))
 
 
 def forecast_apart(settings: Settings, symbol: str, tf: Timeframe, now_ms: int) -> PredictOutcome | None:

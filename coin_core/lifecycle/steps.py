@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..errors import CoinPredictError
-from ..forecast.predict import kept_store, short_error
-from ..storage import CandleStore
+from ..forecast.predict import short_error
+from ..storage import CandleStore, kept_store
 from ..timeframes import Timeframe
 from ..workers import Workers, kept_open, shared_or_own
 from .promotion import check_demotion

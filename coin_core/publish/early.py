@@ -31,9 +31,9 @@ from typing import Callable
 
 from ..config import Settings
 from ..errors import CoinPredictError
-from ..forecast.predict import kept_store
 from ..lifecycle.steps import kept_book
 from ..status import SeriesHealth, StatusPicture
+from ..storage import kept_store
 from ..timeframes import Timeframe
 from ..workers import Workers
 from .collect import SeriesState, _public, collect_one

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..workers import kept_open
 from .base import CandleStore, Forecast
 
 if TYPE_CHECKING:
     from ..config import Settings
 
-__all__ = ["CandleStore", "Forecast", "open_store", "BACKENDS"]
+__all__ = ["CandleStore", "Forecast", "open_store", "kept_store", "BACKENDS"]
 
 BACKENDS = ("sqlite", "influxdb")
 
@@ -27,3 +29,8 @@ def open_store(settings: "Settings") -> CandleStore:
 
         return InfluxStore.from_settings(settings)
     raise ConfigError(f"unknown store {settings.store!r}: expected one of {', '.join(BACKENDS)}")
+
+
+def kept_store(settings: "Settings") -> AbstractContextManager[CandleStore]:
+    """:func:`open_store` for one call; a worker process keeps it open across its calls."""
+    return kept_open(f"store {settings.model_dump_json()}", lambda: open_store(settings))
