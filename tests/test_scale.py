@@ -154,3 +154,22 @@ def test_simulated_exchange_serves_cached_rows_identical_to_built_ones(sim_excha
     fast = httpx.get(sim_exchange.base_url + KLINES, params=params).json()
     built = [k.wire() for k in sim_exchange.klines("BTC/USDT", "1h", params["startTime"], None, 1000)]
     assert fast == built and fast[-1][0] == end - end % 3_600_000, "in-progress candle included, built fresh"
+
+
+def test_simulated_exchange_fast_pages_equal_built_ones_across_a_hole(sim_exchange: SimExchange, frozen: SimClock) -> None:
+    import httpx
+
+    hour, end = 3_600_000, int(NOW * 1000)
+    sim_exchange.prebuild("BTC/USDT", "1h", end - 30 * hour, end)
+    sim_exchange.missing_range("BTC/USDT", "1h", end - 20 * hour, end - 15 * hour)
+    queries = [{"startTime": end - 40 * hour, "limit": 12},   # uncached rows, then the hole is skipped
+               {"startTime": end - 25 * hour, "endTime": end - 10 * hour, "limit": 1000},
+               {"endTime": end - 14 * hour, "limit": 8}]       # backwards over the hole
+    for query in queries:
+        fast = httpx.get(sim_exchange.base_url + KLINES, params={"symbol": "BTCUSDT", "interval": "1h", **query}).json()
+        built = [k.wire() for k in sim_exchange.klines("BTC/USDT", "1h", query.get("startTime"), query.get("endTime"),
+                                                       query["limit"])]
+        assert fast == built and fast, query
+        assert not [r for r in fast if end - 20 * hour <= r[0] <= end - 15 * hour], "a missing candle was served"
+    newest = (end - 14 * hour) // hour * hour
+    assert len(built) == 8 and built[-1][0] == newest and built[-1][0] - built[-2][0] > hour, "the page jumps the hole"

@@ -13,6 +13,7 @@ fill the page, as a database query on the real exchange would.
 from __future__ import annotations
 
 import threading
+from itertools import islice, takewhile
 from typing import Iterator
 
 from .. import timeframes as tfs
@@ -54,6 +55,9 @@ def _hole(ts: int, holes: list[tuple[int, int]]) -> tuple[int, int] | None:
 
 def forward_opens(series: Series, start: int, holes: list[tuple[int, int]]) -> Iterator[int]:
     """Ascending open times >= start, jumping over holes instead of walking through them."""
+    if not holes:  # the common case: no per-candle hole check
+        yield from series.opens_from(start)
+        return
     while True:
         for ts in series.opens_from(start):
             hole = _hole(ts, holes)
@@ -68,6 +72,9 @@ def forward_opens(series: Series, start: int, holes: list[tuple[int, int]]) -> I
 
 def backward_opens(series: Series, end: int, holes: list[tuple[int, int]]) -> Iterator[int]:
     """Descending open times <= end, jumping over holes."""
+    if not holes:
+        yield from series.opens_until(end)
+        return
     while True:
         for ts in series.opens_until(end):
             hole = _hole(ts, holes)
@@ -101,16 +108,8 @@ def select_opens(series: Series, start_ms: int | None, end_ms: int | None, limit
                  holes: list[tuple[int, int]]) -> list[int]:
     """The open times :func:`select` returns, oldest first (candles not built)."""
     upper = last_open if end_ms is None else min(end_ms, last_open)
-    opens: list[int] = []
     if start_ms is not None:
-        for ts in forward_opens(series, start_ms, holes):
-            if ts > upper or len(opens) >= limit:
-                break
-            opens.append(ts)
-    else:
-        for ts in backward_opens(series, upper, holes):
-            if len(opens) >= limit:
-                break
-            opens.append(ts)
-        opens.reverse()
+        return list(islice(takewhile(lambda ts: ts <= upper, forward_opens(series, start_ms, holes)), limit))
+    opens = list(islice(backward_opens(series, upper, holes), limit))
+    opens.reverse()
     return opens

@@ -190,8 +190,7 @@ class SimExchange:
         series = self.series(symbol, tf)
         opens = select_opens(series, start_ms, end_ms, limit, newest_open(now, tf, self.in_progress),
                              self.missing.get(symbol, tf))
-        rows = (self.wire.row((symbol, tf, ts), tfs.add(ts, tf, 1) <= now, lambda ts=ts: series.candle(ts, now))
-                for ts in opens)
+        rows = self.wire.rows(symbol, tf, opens, tfs.last_closed_open(now, tf) + 1, lambda ts: series.candle(ts, now))
         return b"[" + b",".join(r for r in rows if r is not None) + b"]"
 
     def prebuild(self, symbol: str, tf: tfs.Timeframe, start_ms: int, end_ms: int) -> int:

@@ -52,6 +52,21 @@ class WireCache:
                     self._rows.popitem(last=False)
         return data
 
+    def rows(self, symbol: str, tf: str, opens: list[int], closed_before: int,
+             build: Callable[[int], Kline | None]) -> list[bytes | None]:
+        """:meth:`row` of each of ``opens`` of one series, looked up under one lock (a page is a
+        thousand rows): a candle opening before ``closed_before`` is closed (cached), a later
+        one is built fresh by ``build(open_ms)``; None where ``build`` makes nothing."""
+        with self._lock:
+            found = [self._rows.get((symbol, tf, ts)) if ts < closed_before else None for ts in opens]
+            for ts, row in zip(opens, found):
+                if row is not None:
+                    self._rows.move_to_end((symbol, tf, ts))
+        if all(row is not None for row in found):
+            return found
+        return [row if row is not None else self.row((symbol, tf, ts), ts < closed_before, lambda ts=ts: build(ts))
+                for ts, row in zip(opens, found)]
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._rows)
