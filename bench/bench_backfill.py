@@ -58,7 +58,8 @@ def _store(kind: str, workdir: Path, stack: ExitStack, name: str) -> CandleStore
 
     if not hasattr(_store, "influx_url"):
         binary = find_influxd() or sys.exit("influxd not found: install Debian's influxdb")
-        _store.influx_url = stack.enter_context(InfluxdServer(binary, workdir / "influxd")).url  # type: ignore[attr-defined]
+        server = stack.enter_context(InfluxdServer(binary, workdir / "influxd"))
+        _store.influx_url, _store.influx_pid = server.url, server.pid  # type: ignore[attr-defined]
     return stack.enter_context(InfluxStore(_store.influx_url, f"{name}_{uuid.uuid4().hex[:8]}", timeout_s=120))  # type: ignore[attr-defined]
 
 
@@ -83,7 +84,7 @@ def compare(kind: str, candles: int, sim: "_SimProcess") -> dict:
         e2e = end_to_end(kind, candles, sim, workdir, stack)
         raw = raw_write_throughput(_store(kind, workdir, stack, "raw"), e2e["candles"], page=1000)
         if hasattr(_store, "influx_url"):
-            del _store.influx_url  # type: ignore[attr-defined]
+            del _store.influx_url, _store.influx_pid  # type: ignore[attr-defined]
     return {"store": kind, "end_to_end": e2e, "raw_write": raw,
             "ratio_e2e_over_raw": round(e2e["candles_per_s"] / raw["candles_per_s"], 3)}
 
@@ -157,15 +158,17 @@ def multi_series(kind: str, n: int, days: int, latency_s: float) -> dict:
         settings = load_settings(exchange_api_url=sim.base_url, data_dir=workdir / "data", target_symbols=list(symbols),
                                  timeframe_policy={"1h": {"lookback_days": days}})
         store = _store(kind, workdir, stack, "multi")
-        t0, cpu0, sim0 = time.perf_counter(), _cpu_s(), _proc_cpu_s(sim.proc.pid)
+        server = getattr(_store, "influx_pid", None)  # influxd: its CPU is part of the store's cost
+        t0, cpu0, sim0, srv0 = time.perf_counter(), _cpu_s(), _proc_cpu_s(sim.proc.pid), _proc_cpu_s(server)
         run = run_series(store, settings, now_ms=int(NOW_S * 1000), forecast=False)
         seconds, cpu, sim_cpu = time.perf_counter() - t0, _cpu_s() - cpu0, _proc_cpu_s(sim.proc.pid) - sim0
+        server_cpu = _proc_cpu_s(server) - srv0
         # The store's own speed in the same run: the same number of candles written straight
         # into it (1,000 a call, one thread), so a store slower than the ceiling shows as such.
         raw = raw_write_throughput(_store(kind, workdir, stack, "raw"), n * days * 24, page=1000)
         load = os.getloadavg()
         if hasattr(_store, "influx_url"):
-            del _store.influx_url  # type: ignore[attr-defined]
+            del _store.influx_url, _store.influx_pid  # type: ignore[attr-defined]
     report = run.ingest
     if not report.ok or report.new_candles != n * days * 24:
         raise RuntimeError(f"multi-series backfill incomplete: {report.new_candles} candles, {[s.error for s in report.series if s.error][:3]}")
@@ -181,13 +184,17 @@ def multi_series(kind: str, n: int, days: int, latency_s: float) -> dict:
             "ratio_of_ceiling": round(run.requests / seconds / ceiling_rps, 3),
             "client_cpu_s": round(cpu, 2), "client_cpu_ms_per_request": round(1000 * cpu / run.requests, 2),
             "exchange_cpu_ms_per_request": round(1000 * sim_cpu / run.requests, 2),
+            "store_server_cpu_ms_per_request": round(1000 * server_cpu / run.requests, 2) if server else None,
+            "machine_cores_busy": round((cpu + sim_cpu + server_cpu) / seconds, 2),
             "raw_write_candles_per_s": raw["candles_per_s"],
             "raw_write_over_ceiling": round(raw["candles_per_s"] / (ceiling_rps * per_request), 3),
             "load_average": [round(x, 2) for x in load]}
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """CPU seconds of another process so far (Linux /proc; the simulated exchange)."""
+def _proc_cpu_s(pid: int | None) -> float:
+    """CPU seconds of another process so far (Linux /proc; the simulated exchange, influxd)."""
+    if pid is None:
+        return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
