@@ -158,11 +158,11 @@ def multi_series(kind: str, n: int, days: int, latency_s: float) -> dict:
         settings = load_settings(exchange_api_url=sim.base_url, data_dir=workdir / "data", target_symbols=list(symbols),
                                  timeframe_policy={"1h": {"lookback_days": days}})
         store = _store(kind, workdir, stack, "multi")
-        server = getattr(_store, "influx_pid", None)  # influxd: its CPU is part of the store's cost
-        t0, cpu0, sim0, srv0 = time.perf_counter(), _cpu_s(), _proc_cpu_s(sim.proc.pid), _proc_cpu_s(server)
+        influxd = getattr(_store, "influx_pid", None)  # its CPU is part of the store's cost
+        t0, cpu0, sim0, srv0 = time.perf_counter(), _cpu_s(), _proc_cpu_s(sim.proc.pid), _proc_cpu_s(influxd)
         run = run_series(store, settings, now_ms=int(NOW_S * 1000), forecast=False)
         seconds, cpu, sim_cpu = time.perf_counter() - t0, _cpu_s() - cpu0, _proc_cpu_s(sim.proc.pid) - sim0
-        server_cpu = _proc_cpu_s(server) - srv0
+        server_cpu = _proc_cpu_s(influxd) - srv0
         # The store's own speed in the same run: the same number of candles written straight
         # into it (1,000 a call, one thread), so a store slower than the ceiling shows as such.
         raw = raw_write_throughput(_store(kind, workdir, stack, "raw"), n * days * 24, page=1000)
@@ -184,7 +184,7 @@ def multi_series(kind: str, n: int, days: int, latency_s: float) -> dict:
             "ratio_of_ceiling": round(run.requests / seconds / ceiling_rps, 3),
             "client_cpu_s": round(cpu, 2), "client_cpu_ms_per_request": round(1000 * cpu / run.requests, 2),
             "exchange_cpu_ms_per_request": round(1000 * sim_cpu / run.requests, 2),
-            "store_server_cpu_ms_per_request": round(1000 * server_cpu / run.requests, 2) if server else None,
+            "store_server_cpu_ms_per_request": round(1000 * server_cpu / run.requests, 2) if influxd else None,
             "machine_cores_busy": round((cpu + sim_cpu + server_cpu) / seconds, 2),
             "raw_write_candles_per_s": raw["candles_per_s"],
             "raw_write_over_ceiling": round(raw["candles_per_s"] / (ceiling_rps * per_request), 3),

@@ -62,8 +62,6 @@ class WireCache:
             for ts, row in zip(opens, found):
                 if row is not None:
                     self._rows.move_to_end((symbol, tf, ts))
-        if all(row is not None for row in found):
-            return found
         return [row if row is not None else self.row((symbol, tf, ts), ts < closed_before, lambda ts=ts: build(ts))
                 for ts, row in zip(opens, found)]
 
