@@ -43,7 +43,7 @@ class ClientPool:
         except BaseException:
             self.close()
             raise
-        self._local.client = lead
+        self._local.client = self._lead = lead
         self.clock_note = None
 
     def _new(self, markets: Mapping[str, dict[str, Any]] | None) -> ExchangeClient:
@@ -61,7 +61,8 @@ class ClientPool:
         """This thread's client (created on first use, with the pool's throttle and markets)."""
         client: ExchangeClient | None = getattr(self._local, "client", None)
         if client is None:
-            client = self._new(self.markets)
+            client = self._new(None)
+            client.share_markets(self._lead)
             client.share_throttle(self.throttle.wait)
             self._local.client = client
         return client

@@ -47,6 +47,7 @@ def test_clients_of_many_threads_share_one_request_budget(cfg: Settings, sim_exc
         with ThreadPoolExecutor(8) as executor:
             list(executor.map(lambda _: pool.client().fetch_ohlcv("BTC/USDT", "1h", since=None, limit=5), range(24)))
         clients = len(pool._clients)
+        parsed = {id(client._exchange.markets) for client in pool._clients}
         slots = list(pool.throttle.booked)
     gaps = [b - a for a, b in zip(slots, slots[1:])]
     assert len(slots) == 24 and min(gaps) >= 0.025 * 0.4 - 1e-6, gaps  # ccxt's cost of a spot klines request
@@ -56,6 +57,7 @@ def test_clients_of_many_threads_share_one_request_budget(cfg: Settings, sim_exc
     assert arrivals[-1] - arrivals[0] < 23 * 0.2 / 2, "requests did not overlap their round trips"
     assert clients >= 2, "each thread fetches with its own ccxt client"
     assert sim_exchange.count("/api/v3/exchangeInfo") == 1, "one market load for the whole pool"
+    assert len(parsed) == 1, "the markets are parsed once and shared, not parsed again by each thread's client"
 
 
 def test_run_series_ingests_all_series_side_by_side_and_exactly(cfg: Settings, frozen: SimClock) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from coin_core import timeframes as tfs
 from coin_core.cli import main
 from coin_core.health import IngestState, write_ingest_state
 from coin_core.metrics import RunRecord, RunTimer, percentile, read_runs, record_run, summarize
@@ -17,7 +18,7 @@ from coin_core.publish import publish_site
 from coin_core.status import build_status
 from coin_core.storage.influx import InfluxStore
 from tests.fixtures.influx import InfluxdServer
-from tests.fixtures.site import SiteWorld
+from tests.fixtures.site import SiteWorld, make_candles
 
 H = 3_600_000
 DAY = 24 * H
@@ -130,3 +131,33 @@ def test_store_outage_keeps_counting_age_from_the_last_known_candles(
     assert picture.store.reachable and picture.series[0].from_store
     after = run_monitor(influx_settings, now_ms=t0 + 7 * H, send=None)
     assert [m.key for m in after.queued if m.kind == "resolved"] == ["store:influxdb"]
+
+
+def test_status_takes_a_series_read_earlier_only_while_the_store_and_records_agree(site_world: SiteWorld) -> None:
+    """A cycle's workers read each series at the cycle's clock (an early publish); publish's
+    picture takes those reads, and reads a series again once its candles, its latest forecast or
+    one of its records moved since."""
+    settings, store, now = site_world.settings, site_world.store, site_world.now_ms
+    assert [s for s, _ in settings.series()] == ["BTC/USDT", "ETH/USDT"]
+    for symbol, _ in settings.series():
+        site_world.seed_series(symbol, last_open=tfs.last_closed_open(now, "1h") - H)
+
+    def picture(known: dict | None = None) -> dict:
+        found = build_status(settings, now_ms=now, store=store, known=known)
+        return {(h.symbol, h.timeframe): h for h in found.series}
+
+    known = picture()
+    assert all(picture(known)[key] is h for key, h in known.items()), "nothing moved: taken as read"
+
+    latest = known[("BTC/USDT", "1h")].latest_ts
+    store.write_candles("BTC/USDT", "1h", make_candles(1, "1h", latest + H))  # a new candle
+    site_world.forecast("ETH/USDT", "1h", latest, 3_000.0, issued_at=now)  # a newer forecast
+    moved = picture(known)
+    assert moved[("BTC/USDT", "1h")].latest_ts == latest + H
+    assert moved[("ETH/USDT", "1h")].forecast.issued_at == now  # type: ignore[union-attr]
+
+    known = moved
+    write_ingest_state(settings.data_dir, "BTC/USDT", "1h", IngestState(last_error="TransientExchangeError: down"))
+    moved = picture(known)
+    assert moved[("BTC/USDT", "1h")].ingest.last_error == "TransientExchangeError: down"  # type: ignore[union-attr]
+    assert moved[("ETH/USDT", "1h")] is known[("ETH/USDT", "1h")]

@@ -86,6 +86,17 @@ def test_paged_reads_are_bounded_and_window_is_inclusive(store: CandleStore) -> 
     assert store.read_candles("BTC/USDT", "1h", start=int(ts[24]) + 1).empty
 
 
+def test_read_closes_is_the_window_of_read_candles_without_a_frame(store: CandleStore) -> None:
+    frame = candles(25)
+    store.write_candles("BTC/USDT", "1h", frame.sample(frac=1.0, random_state=5))
+    ts = frame["ts"]
+    got = store.read_closes("BTC/USDT", "1h", int(ts[3]), int(ts[10]))
+    assert got == (ts[3:11].tolist(), frame["close"][3:11].tolist())
+    assert all(type(t) is int for t in got[0]) and all(type(c) is float for c in got[1])
+    assert store.read_closes("BTC/USDT", "1h", int(ts[24]) + 1, int(ts[24]) + HOUR) == ([], [])
+    assert store.read_closes("ETH/USDT", "1h", T0, T0 + 30 * HOUR) == ([], [])
+
+
 def test_iter_candles_never_yields_more_than_chunk_size(store: CandleStore) -> None:
     store.write_candles("ETH/USDT", "1h", candles(21))
     pages = list(store.iter_candles("ETH/USDT", "1h", start=T0, chunk_size=7))
@@ -201,6 +212,8 @@ def test_forecast_round_trip_latest_wins(store: CandleStore) -> None:
         "BTC/USDT", "1h", newer.issued_at, "prophet-v2", newer.input_last_ts, "champion", "prophet")
     pd.testing.assert_frame_equal(got.points[list(FORECAST_COLUMNS)], newer.points)
     assert got.points[list(BAND50_COLUMNS)].isna().all().all(), "no 50 % band written: nulls, not zeros"
+    assert store.latest_forecast_id("BTC/USDT", "1h") == (newer.issued_at, "prophet-v2", newer.input_last_ts)
+    assert store.latest_forecast_id("BTC/USDT", "1d") is None
     assert store.latest_forecast("BTC/USDT", "1d") is None
     with pytest.raises(DataValidationError, match="yhat_upper"):
         store.write_forecast(Forecast("BTC/USDT", "1h", T0, "x", T0, newer.points.drop(columns="yhat_upper")))

@@ -61,9 +61,8 @@ class _Closes:
 
 def _closes(store: CandleStore, symbol: str, tf: Timeframe, start: int, end: int) -> _Closes:
     """Closes from ``VOL_ROWS`` candles before ``start`` (the volatility at each issue) to ``end``."""
-    frame = store.read_candles(symbol, tf, add(start, tf, -(VOL_ROWS - 1)), end)
-    ts, close = frame["ts"].to_numpy(dtype="int64"), frame["close"].to_numpy(dtype="float64")
-    return _Closes(ts, close, dict(zip(ts.tolist(), close.tolist())))
+    ts, close = store.read_closes(symbol, tf, add(start, tf, -(VOL_ROWS - 1)), end)
+    return _Closes(np.asarray(ts, dtype="int64"), np.asarray(close, dtype="float64"), dict(zip(ts, close)))
 
 
 def _sigma(closes: _Closes, last_ts: int, horizon: int) -> float | None:

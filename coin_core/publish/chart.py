@@ -18,14 +18,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from .format import format_price, format_ts
+from .format import format_change, format_price, format_ts
+from .models import ForecastPoint
 from ..timeframes import Timeframe, to_datetime
 
 __all__ = ["CHART_MAX_CANDLES", "PHONE_FONT", "DESKTOP_FONT", "ChartCandle", "ChartPoint", "Chart", "build_chart", "nice_ticks",
-           "candles_markup", "points_markup"]
+           "candles_markup", "points_markup", "forecast_rows_markup"]
 
 CHART_MAX_CANDLES = 120
 WIDTH, HEIGHT = 960.0, 400.0
@@ -100,7 +102,8 @@ def _tick_label(value: float, decimals: int) -> str:
 
 
 class _Scale:
-    """Slot index -> x and price -> y over the plot area."""
+    """Slot index -> x and price -> y over the plot area; ``xs``/``ys`` do a whole column at once
+    (a page has ~600 coordinates: one ``round`` each was a fifth of rendering it)."""
 
     def __init__(self, slots: int, low: float, high: float, plot_right: float) -> None:
         self.low, self.high = low, high
@@ -113,39 +116,64 @@ class _Scale:
         span = self.high - self.low
         return _r(PAD_TOP + (self.high - price) / span * (HEIGHT - PAD_TOP - PAD_BOTTOM))
 
+    def xs(self, first: int, n: int) -> list[float]:
+        """:meth:`x` of ``n`` slots from ``first`` (the same arithmetic, element-wise)."""
+        return _rounded(PAD_LEFT + (np.arange(first, first + n) + 0.5) * self.step)
 
-def _rows(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[tuple]:  # type: ignore[type-arg]
-    """Plain Python rows (ints and floats): per-row pandas access costs more than the drawing."""
-    return list(zip(*(frame[c].tolist() for c in columns)))
+    def ys(self, prices: np.ndarray) -> list[float]:
+        """:meth:`y` of every price."""
+        span = self.high - self.low
+        return _rounded(PAD_TOP + (self.high - prices) / span * (HEIGHT - PAD_TOP - PAD_BOTTOM))
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    """``round(v, 1)`` of each value, as Python floats, bit for bit.
+
+    numpy rounds ``v * 10`` half to even, Python the exact binary value of ``v``: they differ
+    only next to a half (13.05 is 13.0500000000000007 in binary, so Python gives 13.1 and
+    numpy 13.0), and such values get Python's own ``round``.
+    """
+    values = np.asarray(values, dtype="float64")
+    out = np.round(values, 1)
+    scaled = values * 10
+    for i in np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6):
+        out[i] = round(float(values[i]), 1)
+    return out.tolist()  # type: ignore[no-any-return]
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return frame[name].to_numpy(dtype="int64" if name == "ts" else "float64")
 
 
 def _candles(frame: pd.DataFrame, scale: _Scale, tf: Timeframe, unit: str) -> list[ChartCandle]:
     body_w = _r(max(1.0, scale.step * 0.64))
+    ts, open_, high, low, close = (_column(frame, c) for c in ("ts", "open", "high", "low", "close"))
+    xs = scale.xs(0, len(ts))
+    body_x = _rounded(np.asarray(xs) - body_w / 2)
+    tops, bottoms = np.asarray(scale.ys(np.maximum(open_, close))), np.asarray(scale.ys(np.minimum(open_, close)))
+    body_h = _rounded(np.maximum(bottoms - tops, 0.8))
+    wicks = zip(scale.ys(high), scale.ys(low))
     out = []
-    for slot, (ts, open_, high, low, close) in enumerate(_rows(frame, ("ts", "open", "high", "low", "close"))):
-        x = scale.x(slot)
-        top, bottom = scale.y(max(open_, close)), scale.y(min(open_, close))
-        title = (f"candle opening {format_ts(int(ts), tf)}: O {format_price(open_)} H {format_price(high)} "
-                 f"L {format_price(low)} C {format_price(close, unit)}")
-        out.append(ChartCandle(
-            ts=int(ts), x=x, body_x=_r(x - body_w / 2), body_w=body_w, body_y=top,
-            body_h=_r(max(bottom - top, 0.8)), wick_top=scale.y(high), wick_bottom=scale.y(low),
-            up=close >= open_, title=title,
-        ))
+    for i, (t, o, h, lo, c) in enumerate(zip(ts.tolist(), open_.tolist(), high.tolist(), low.tolist(), close.tolist())):
+        title = (f"candle opening {format_ts(t, tf)}: O {format_price(o)} H {format_price(h)} "
+                 f"L {format_price(lo)} C {format_price(c, unit)}")
+        wick_top, wick_bottom = next(wicks)
+        out.append(ChartCandle(ts=t, x=xs[i], body_x=body_x[i], body_w=body_w, body_y=float(tops[i]), body_h=body_h[i],
+                               wick_top=wick_top, wick_bottom=wick_bottom, up=c >= o, title=title))
     return out
 
 
 def _forecast(points: pd.DataFrame, first_slot: int, scale: _Scale, tf: Timeframe, unit: str, chart: Chart) -> None:
-    upper, lower = [], []
-    for i, (ts, yhat, yhat_lower, yhat_upper) in enumerate(_rows(points, ("ts", "yhat", "yhat_lower", "yhat_upper"))):
-        x = scale.x(first_slot + i)
-        title = (f"candle opening {format_ts(int(ts), tf)}: forecast {format_price(yhat, unit)} "
-                 f"({format_price(yhat_lower)} – {format_price(yhat_upper, unit)})")
-        chart.points.append(ChartPoint(ts=int(ts), x=x, y=scale.y(yhat), title=title))
-        upper.append(f"{x},{scale.y(yhat_upper)}")
-        lower.append(f"{x},{scale.y(yhat_lower)}")
+    ts, yhat, lower, upper = (_column(points, c) for c in ("ts", "yhat", "yhat_lower", "yhat_upper"))
+    xs, ys = scale.xs(first_slot, len(ts)), scale.ys(yhat)
+    for t, x, y, mid, lo, hi in zip(ts.tolist(), xs, ys, yhat.tolist(), lower.tolist(), upper.tolist()):
+        title = (f"candle opening {format_ts(t, tf)}: forecast {format_price(mid, unit)} "
+                 f"({format_price(lo)} – {format_price(hi, unit)})")
+        chart.points.append(ChartPoint(ts=t, x=x, y=y, title=title))
+    upper_xy = [f"{x},{y}" for x, y in zip(xs, scale.ys(upper))]
+    lower_xy = [f"{x},{y}" for x, y in zip(xs, scale.ys(lower))]
     chart.line = " ".join(f"{p.x},{p.y}" for p in chart.points)
-    chart.band = " ".join(upper + lower[::-1])
+    chart.band = " ".join(upper_xy + lower_xy[::-1])
     chart.boundary_x = _r(PAD_LEFT + first_slot * scale.step)
 
 
@@ -206,3 +234,15 @@ def candles_markup(chart: Chart) -> Markup:
 def points_markup(chart: Chart) -> Markup:
     """The ``<circle class="forecast-point">`` elements of the chart, one line each."""
     return Markup("".join(_POINT.format(p=p, title=escape(p.title)) for p in chart.points))
+
+
+_ROW = ('    <tr data-ts="{ts}"><td>{when}</td><td>{yhat}</td><td>{low}</td><td>{high}</td>'
+        '<td>{change}</td></tr>\n')
+
+
+def forecast_rows_markup(rows: list[ForecastPoint], last_close: float | None) -> Markup:
+    """The forecast table's ``<tr>`` rows, one line each (a Jinja loop cost a third of a page)."""
+    return Markup("".join(_ROW.format(
+        ts=int(r.ts), when=escape(format_ts(r.ts, "1m")), yhat=escape(format_price(r.yhat)),
+        low=escape(format_price(r.yhat_lower)), high=escape(format_price(r.yhat_upper)),
+        change=escape(format_change(r.yhat, last_close))) for r in rows))

@@ -3,21 +3,21 @@
 Many series' units (score -> ingest -> forecast) are held by the exchange's request throttle
 (500 series: ~10 s of requests at Binance's pace), and the worker processes wait much of that
 time. Once a series' unit is done, nothing in the cycle changes that series any more, so its
-files can be built then: a worker reads the series as publish would (:func:`~.collect.collect_one`
-at the cycle's clock), renders its data files and page, and stages the changed ones in the
-publish's run directory. Publish then reads the status picture, takes those series as they are,
-and renders the rest and the files about every series.
+files can be built then: a worker reads the series as publish would (its status with
+:func:`~coin_core.status.read_series` and :func:`~.collect.collect_one`, at the cycle's clock),
+renders its data files and page, and stages the changed ones in the publish's run directory.
 
-Only the workers' spare time is used: one feeder thread sends a series only while fewer than
-:data:`AHEAD` calls beyond one per worker are in flight, so a unit's score or forecast never
-queues behind more than that many pages. When the units keep both cores busy (a few dozen
-series) little is rendered early, and publish renders the rest as before.
-
-Publish takes an early series only when its status picture (read after every unit) judges it as
-the early read did: same candles, forecast and verdicts. Otherwise (or when the early job failed,
-or the store is unreachable by then) publish reads and renders it again, so the site is what a
-publish alone makes (``tests/test_cpu_workers.py`` compares every byte). Without worker
-processes nothing is done early.
+While units run, only the workers' spare time is used: one feeder thread sends a series only
+while fewer than :data:`AHEAD` calls beyond one per worker are in flight, so a unit's score or
+forecast never queues behind more than that many pages. When the units are done, publish calls
+:meth:`EarlyPublish.finish`: every series still queued is sent at once (the workers have
+nothing else to do), and the status each worker read becomes the status picture, each series
+taken only while :func:`~coin_core.status.unmoved` (same candle bounds, latest forecast and
+records), else read again. Publish takes an early series' files when the picture judges it as
+the early read did; otherwise (or when the early job failed, or the store is unreachable by
+then) it reads and renders the series again, so the site is what a publish alone makes
+(``tests/test_cpu_workers.py`` compares every byte). Without worker processes nothing is done
+early.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Callable
 from ..config import Settings
 from ..errors import CoinPredictError
 from ..lifecycle.steps import kept_book
-from ..status import SeriesHealth, StatusPicture
+from ..status import SeriesHealth, StatusPicture, read_series
 from ..storage import kept_store
 from ..timeframes import Timeframe
 from ..workers import Workers
@@ -45,13 +45,13 @@ __all__ = ["EarlyPublish", "render_early"]
 
 log = logging.getLogger(__name__)
 
-#: What an early job returns: the series' state and, per file, (name, size, staged).
-Rendered = tuple[SeriesState, list[tuple[str, int, bool]]]
+#: What an early job returns: the series' status, its state and, per file, (name, size, staged).
+Rendered = tuple[SeriesHealth, SeriesState, list[tuple[str, int, bool]]]
 Key = tuple[str, Timeframe]
 IDLE_POLL_S = 0.05
-#: Calls in flight beyond one per worker under which the feeder sends a series. With none
-#: (pages only on an idle worker), 500 series had ~200 pages rendered early, ~340-420 with 2
-#: (a cycle 17.9 -> 15.2-15.4 s), and with 3 the status picture after the units slowed down.
+#: Calls in flight beyond one per worker under which the feeder sends a series while units run.
+#: With none (pages only on an idle worker), 500 series had ~200 pages rendered early, ~340-420
+#: with 2 (a cycle 17.9 -> 15.2-15.4 s); 4 and 8 were no faster, the units' forecasts waited longer.
 AHEAD = 2
 
 
@@ -73,14 +73,15 @@ def render_early(job: _EarlyJob) -> Rendered:
     """Read one series as publish would, render its files and stage those that changed."""
     settings = job.settings
     with kept_store(settings) as store, kept_book(settings) as book:
-        state = collect_one(store, settings, job.symbol, job.timeframe, job.now_ms, None, book)
+        health = read_series(store, settings, job.symbol, job.timeframe, job.now_ms)
+        state = collect_one(store, settings, job.symbol, job.timeframe, job.now_ms, health, book)
     public, done = Path(settings.public_dir), []
     for rel, data in series_artifacts(_SeriesJob(state, job.page, job.templates)):
         staged = not unchanged(public, rel, data)
         if staged:
             write_staged(job.run_dir, job.staging_root, rel, data)
         done.append((rel, len(data), staged))
-    return state, done
+    return health, state, done
 
 
 class EarlyPublish:
@@ -95,9 +96,11 @@ class EarlyPublish:
         self._changed = threading.Condition()
         self._queue: deque[Key] = deque()
         self._pending: dict[Key, Callable[[], Rendered]] = {}
+        self._done: dict[Key, Rendered] = {}
         self._generation: Generation | None = None
         self._job: _EarlyJob | None = None  # what every series' job shares
         self._feeder: threading.Thread | None = None
+        self._workers: Workers | None = None
         self._closed = False
         self._handed = self._adopted = False  # the run directory given to publish; its files recorded
 
@@ -125,6 +128,7 @@ class EarlyPublish:
         templates = _Templates(self._folder, template_cache_dir(self.settings.data_dir))
         self._job = _EarlyJob(self.settings, "", "1h", now_ms, PageContext(self.settings.site_title, css_href, now_ms),
                               templates, self._generation.dir, self._generation.root)
+        self._workers = workers
         self._feeder = threading.Thread(target=self._feed, args=(workers,), name="early-publish", daemon=True)
         self._feeder.start()
         return True
@@ -146,6 +150,27 @@ class EarlyPublish:
                 job = replace(self._job, symbol=symbol, timeframe=tf)  # type: ignore[type-var]
                 self._pending[(symbol, tf)] = workers.submit(render_early, job)
 
+    def finish(self, now_ms: int) -> dict[Key, SeriesHealth]:
+        """The units are done: send every queued series now, wait for all, and return the status
+        of each series read at ``now_ms`` (for :func:`~coin_core.status.build_status`).
+
+        Queued series are sent without waiting for room: nothing else in the cycle needs the
+        workers any more, and publish would otherwise read them one by one in this process.
+        """
+        with self._changed:  # closed with the queue taken: the feeder cannot pop it any more
+            queued, self._queue = list(self._queue), deque()
+            started, self._closed = self._job is not None and not self._closed, True
+            self._changed.notify_all()
+        pending = self._stop()
+        if started:
+            for symbol, tf in queued:
+                job = replace(self._job, symbol=symbol, timeframe=tf)  # type: ignore[type-var]
+                pending[(symbol, tf)] = self._workers.submit(render_early, job)  # type: ignore[union-attr]
+        self._collect(pending)
+        if self._job is None or self._job.now_ms != now_ms:
+            return {}
+        return {key: health for key, (health, _, _) in self._done.items()}
+
     def _stop(self) -> dict[Key, Callable[[], Rendered]]:
         """Stop sending (queued series are left to publish); the series sent, to wait for."""
         with self._changed:
@@ -164,23 +189,25 @@ class EarlyPublish:
         self._handed = True
         return found
 
+    def _collect(self, pending: dict[Key, Callable[[], Rendered]]) -> None:
+        for key, result in pending.items():
+            try:
+                self._done[key] = result()
+            except Exception as exc:  # noqa: BLE001 - publish reads and renders it again (and reports a real fault)
+                log.warning("early files of %s %s not used (%s): publish renders them", *key, exc)
+
     def adopt(self, picture: StatusPicture, now_ms: int, writer: _Writer) -> dict[Key, SeriesState]:
         """Record in ``writer`` the early series the picture agrees with; their states by series."""
-        pending = self._stop()
+        self._collect(self._stop())
+        done, self._done = self._done, {}
         self._adopted = True
         if not self._handed or writer.generation is not self._generation or self._job is None \
                 or self._job.now_ms != now_ms or not picture.store.reachable:
-            _wait(pending)
             return {}
         judged = {(h.symbol, h.timeframe): h for h in picture.series}
         known: dict[Key, SeriesState] = {}
-        for key, result in pending.items():
-            try:
-                state, files = result()
-            except Exception as exc:  # noqa: BLE001 - publish reads and renders it again (and reports a real fault)
-                log.warning("early files of %s %s not used (%s): publish renders them", *key, exc)
-                continue
-            if key in judged and _agrees(state, judged[key]):
+        for key, (health, state, files) in done.items():
+            if key in judged and (judged[key] is health or _agrees(state, judged[key])):
                 for rel, size, staged in files:
                     if staged:
                         writer.generation.adopt(rel)

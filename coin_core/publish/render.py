@@ -22,7 +22,7 @@ from jinja2.bccache import Bucket
 
 from ..errors import PublishError
 from ..freshness import FreshnessStatus
-from .chart import Chart, build_chart, candles_markup, points_markup
+from .chart import Chart, build_chart, candles_markup, forecast_rows_markup, points_markup
 from .collect import SeriesState
 from .models import StatusFile
 from .track import build_track_chart, markers_markup
@@ -120,6 +120,7 @@ def _environment(folder: str, cache_dir: str | None = None) -> Environment:
     )
     env.filters.update(price=format_price, ts=format_ts, candle=format_candle, age=format_age_s, change=format_change,
                        sentence=sentence, pct=format_share, candle_marks=candles_markup, point_marks=points_markup,
+                       forecast_rows=forecast_rows_markup,
                        track_marks=markers_markup)
     return env
 

@@ -210,15 +210,13 @@ def build_artifacts(
         series = iter(())
     status_doc = status_file(read, now_ms, picture)
     site = SiteContext(settings.site_title, css_href, now_ms, status_doc.overall, status_doc.reason)
-    summary = _SummaryJob(read, site, status_doc, templates)
-    pages = (workers.submit(summary_artifacts, summary) if workers is not None and workers.parallel
-             else lambda: summary_artifacts(summary, env))
     yield "status.json", to_bytes(status_doc)
     yield "track_record.json", to_bytes(track_record_file(read))
     yield "manifest.json", to_bytes(manifest_file(read, settings.site_title))
+    # Here, not in a worker: sending every series' state there cost more than rendering them.
+    yield from summary_artifacts(_SummaryJob(read, site, status_doc, templates), env)
     for files in series:
         yield from files
-    yield from pages()
 
 
 def _kept(states: Iterable[SeriesState], into: list[SeriesState]) -> Iterator[SeriesState]:
@@ -259,7 +257,8 @@ def publish_site(
     taken as it is when the status picture agrees with it, else read and rendered here again.
     """
     started = time.perf_counter()
-    picture = build_status(settings, now_ms=now_ms, store=store)
+    known_health = early.finish(now_ms) if early is not None else {}
+    picture = build_status(settings, now_ms=now_ms, store=store, known=known_health)
     folder = Path(templates_dir or DEFAULT_TEMPLATES_DIR)
     env = make_environment(folder, template_cache_dir(settings.data_dir))  # no templates: fail before any write
     report = PublishReport(public_dir=Path(settings.public_dir), now_ms=now_ms, overall="fresh",

@@ -221,6 +221,21 @@ class CandleStore(ABC):
             return pages[0] if pages else empty_frame()
         return pd.concat(pages, ignore_index=True)
 
+    def read_closes(self, symbol: str, tf: Timeframe, start: int, end: int) -> tuple[list[int], list[float]]:
+        """Open times and closes of the candles with ``start <= ts <= end``, ascending, no frame
+        built (scoring reads a window of every series each cycle)."""
+        symbol, tf = parse_symbol(symbol), parse_timeframe(tf)
+        ts: list[int] = []
+        closes: list[float] = []
+        cursor = int(start)
+        while True:
+            rows = self._read_rows(symbol, tf, cursor, int(end), MAX_CHUNK)
+            ts.extend(int(row[0]) for row in rows)
+            closes.extend(float(row[4]) for row in rows)
+            if len(rows) < MAX_CHUNK:
+                return ts, closes
+            cursor = ts[-1] + 1
+
     def close_at(self, symbol: str, tf: Timeframe, ts: int) -> float | None:
         """Close of the stored candle opening at ``ts`` (None when there is none); no frame built."""
         rows = self._read_rows(parse_symbol(symbol), parse_timeframe(tf), int(ts), int(ts), 1)
@@ -282,8 +297,14 @@ class CandleStore(ABC):
     def latest_input_ts(self, symbol: str, tf: Timeframe, role: Role = "champion") -> int | None:
         """The input candle of the latest forecast of ``role`` (its points are not decoded: the
         forecast gate of every series asks this each cycle)."""
+        found = self.latest_forecast_id(symbol, tf, role)
+        return None if found is None else found[2]
+
+    def latest_forecast_id(self, symbol: str, tf: Timeframe, role: Role = "champion") -> tuple[int, str, int] | None:
+        """(issued_at, model_version, input_last_ts) of the latest forecast of ``role``, its points
+        not decoded: what tells whether a forecast read earlier is still the latest."""
         row = self._read_latest_forecast(parse_symbol(symbol), parse_timeframe(tf), role)
-        return None if row is None else int(row[4])
+        return None if row is None else (int(row[0]), str(row[3]), int(row[4]))
 
     def read_forecasts(
         self, symbol: str, tf: Timeframe, issued_from: int | None = None, issued_to: int | None = None,
