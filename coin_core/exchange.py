@@ -203,7 +203,7 @@ class ExchangeClient:
 
     def share_markets(self, lead: "ExchangeClient") -> None:
         """Use ``lead``'s parsed markets (read-only, so threads may share them) instead of parsing
-        a snapshot again: ccxt's ``set_markets`` cost ~50 ms a client for 500 markets, paid by
+        a snapshot again: ccxt's ``set_markets`` of 500 markets took 0.14 s under cProfile, paid by
         every ingest thread before its first request."""
         if lead._exchange.markets is None:
             lead.markets()

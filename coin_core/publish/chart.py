@@ -152,14 +152,13 @@ def _candles(frame: pd.DataFrame, scale: _Scale, tf: Timeframe, unit: str) -> li
     body_x = _rounded(np.asarray(xs) - body_w / 2)
     tops, bottoms = np.asarray(scale.ys(np.maximum(open_, close))), np.asarray(scale.ys(np.minimum(open_, close)))
     body_h = _rounded(np.maximum(bottoms - tops, 0.8))
-    wicks = zip(scale.ys(high), scale.ys(low))
+    wick_tops, wick_bottoms = scale.ys(high), scale.ys(low)
     out = []
     for i, (t, o, h, lo, c) in enumerate(zip(ts.tolist(), open_.tolist(), high.tolist(), low.tolist(), close.tolist())):
         title = (f"candle opening {format_ts(t, tf)}: O {format_price(o)} H {format_price(h)} "
                  f"L {format_price(lo)} C {format_price(c, unit)}")
-        wick_top, wick_bottom = next(wicks)
         out.append(ChartCandle(ts=t, x=xs[i], body_x=body_x[i], body_w=body_w, body_y=float(tops[i]), body_h=body_h[i],
-                               wick_top=wick_top, wick_bottom=wick_bottom, up=c >= o, title=title))
+                               wick_top=wick_tops[i], wick_bottom=wick_bottoms[i], up=c >= o, title=title))
     return out
 
 
