@@ -47,7 +47,7 @@ from .staging import Generation
 if TYPE_CHECKING:
     from .early import EarlyPublish
 
-__all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts", "series_artifacts", "summary_artifacts", "flip_rank"]
+__all__ = ["PublishReport", "SeriesSummary", "publish_site", "build_artifacts", "series_artifacts", "flip_rank"]
 
 log = logging.getLogger(__name__)
 
@@ -161,21 +161,6 @@ def series_artifacts(job: _SeriesJob, env: Environment | None = None) -> list[tu
     return files + [(state.files.page, series_page(job.templates.environment(env), job.page, state))]
 
 
-@dataclass(frozen=True)
-class _SummaryJob:
-    """What the pages about every series need, picklable for a worker process."""
-
-    states: list[SeriesState]
-    site: SiteContext
-    status: StatusFile
-    templates: _Templates
-
-
-def summary_artifacts(job: _SummaryJob, env: Environment | None = None) -> list[tuple[str, bytes]]:
-    """The pages about every series (index, status, models, evaluation, 404)."""
-    return summary_pages(job.templates.environment(env), job.site, job.states, job.status)
-
-
 def build_artifacts(
     states: Iterable[SeriesState], settings: Settings, now_ms: int, templates_dir: Path,
     picture: StatusPicture | None = None, env: Environment | None = None, workers: Workers | None = None,
@@ -214,7 +199,7 @@ def build_artifacts(
     yield "track_record.json", to_bytes(track_record_file(read))
     yield "manifest.json", to_bytes(manifest_file(read, settings.site_title))
     # Here, not in a worker: sending every series' state there cost more than rendering them.
-    yield from summary_artifacts(_SummaryJob(read, site, status_doc, templates), env)
+    yield from summary_pages(env, site, read, status_doc)
     for files in series:
         yield from files
 
