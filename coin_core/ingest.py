@@ -127,7 +127,8 @@ class _Pager:
         store and is an error, retried next run.
         """
         cursor, until = start, (max(self.target, tfs.add(end, self.tf, 1)) if bounded else end)
-        self._prev_close = self._close_before(start)
+        # Not ``leading``: nothing of the series is stored, so no close precedes the page.
+        self._prev_close = self._close_before(start) if leading else None
         while cursor <= end:
             # A refill asks for the hole plus one candle: the one that proves what the answer skips.
             limit = min(PAGE_LIMIT, tfs.count_between(cursor, end, self.tf) + 1) if bounded else PAGE_LIMIT
@@ -254,7 +255,11 @@ def find_missing_ranges(store: CandleStore, symbol: str, tf: tfs.Timeframe, chun
     A cheap count comparison answers the common case; only when it disagrees are the stored
     open times streamed (in chunks, so memory stays bounded) to locate the holes.
     """
-    bounds = store.bounds(symbol, tf)
+    return _missing(store, symbol, tf, store.bounds(symbol, tf), chunk_size)
+
+
+def _missing(store: CandleStore, symbol: str, tf: tfs.Timeframe, bounds: tuple[int, int] | None,
+             chunk_size: int = 20_000) -> list[tuple[int, int]]:
     if bounds is None:
         return []
     first, last = bounds
@@ -280,10 +285,16 @@ def _holes(opens: Iterable[int], tf: tfs.Timeframe, start: int, end: int) -> lis
     return holes
 
 
-def _refill(pager: _Pager, report: SeriesReport) -> None:
-    """Refetch every hole; one that fails stays a hole for the next run, the others go on."""
-    holes = find_missing_ranges(pager.store, pager.symbol, pager.tf)
+def _refill(pager: _Pager, report: SeriesReport) -> int | None:
+    """Refetch every hole; one that fails stays a hole for the next run, the others go on.
+
+    Returns the latest stored open time (read once here: with no hole, nothing is written after).
+    """
+    bounds = pager.store.bounds(pager.symbol, pager.tf)
+    holes = _missing(pager.store, pager.symbol, pager.tf, bounds)
     report.gaps_found = len(holes)
+    if not holes:
+        return bounds[1] if bounds else None
     failed: TransientExchangeError | None = None
     for start, end in holes[:MAX_REFILLS_PER_RUN]:
         before, pager.invalid = report.new_candles, set()
@@ -302,6 +313,7 @@ def _refill(pager: _Pager, report: SeriesReport) -> None:
             pager._known_gap(a, b)
     if failed is not None:
         raise failed
+    return pager.store.latest_ts(pager.symbol, pager.tf)
 
 
 def _runs(opens: list[int], tf: tfs.Timeframe) -> list[tuple[int, int]]:
@@ -351,6 +363,7 @@ def ingest_series(store: CandleStore, client: ExchangeClient, settings: Settings
     target = pager.target
     bounds = store.bounds(symbol, tf)
     latest = bounds[1] if bounds else None
+    started_empty = latest is None
     if latest is not None and latest >= target:
         report.skipped = True  # detection gate: no new closed candle, no network call
     else:
@@ -358,20 +371,22 @@ def ingest_series(store: CandleStore, client: ExchangeClient, settings: Settings
         if apply_retention(store, settings, symbol, tf, now_ms, oldest=bounds[0] if bounds else None):
             latest = store.latest_ts(symbol, tf)
         start = tfs.add(latest, tf, 1) if latest is not None else _initial_start(client, settings, symbol, tf, now_ms)
+        started_empty = latest is None
         if start is not None:
-            pager.run(start, target, bounded=False, leading=latest is not None)
-        _refill(pager, report)
+            pager.run(start, target, bounded=False, leading=not started_empty)
+        latest = _refill(pager, report)
     report.rejected = sum(pager.reasons.values())
     report.rejected_reasons = dict(pager.reasons)
-    _mark_state(settings, store, symbol, tf, now_ms, report, started_empty=latest is None)
+    _mark_state(settings, symbol, tf, now_ms, report, latest=latest, started_empty=started_empty)
     report.seconds = time.monotonic() - began
     return report
 
 
-def _mark_state(settings: Settings, store: CandleStore, symbol: str, tf: tfs.Timeframe, now_ms: int,
-                report: SeriesReport, *, started_empty: bool) -> None:
-    """Record backfill completion; the store stays the truth (an empty store is a new backfill)."""
-    caught_up = (store.latest_ts(symbol, tf) or -1) >= tfs.last_closed_open(now_ms, tf)
+def _mark_state(settings: Settings, symbol: str, tf: tfs.Timeframe, now_ms: int, report: SeriesReport, *,
+                latest: int | None, started_empty: bool) -> None:
+    """Record backfill completion; the store stays the truth (``latest``: its latest open time
+    as read after the writes; an empty store is a new backfill)."""
+    caught_up = (latest if latest is not None else -1) >= tfs.last_closed_open(now_ms, tf)
 
     def change(state: IngestState) -> IngestState:
         if caught_up and state.backfill_complete_at is None:

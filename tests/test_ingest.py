@@ -306,3 +306,20 @@ def test_influxd_sigkilled_mid_backfill(influx_server, influx_store, cfg, sim_ex
         ingest_series(influx_store, client, cfg, "BTC/USDT", "1h")
     assert influx_store.count("BTC/USDT", "1h") == 1000 * 24
     assert_store_equals_exchange(influx_store, sim_exchange, "BTC/USDT", "1h")
+
+
+def test_ingest_reads_the_store_no_more_than_it_must(store, cfg, sim_client, frozen, monkeypatch) -> None:
+    """A backfill of an empty series asks for no close before its start (nothing is stored), and
+    the latest candle recorded in the ingest state is the one the hole check read: a series with
+    no hole reads its bounds twice a run (before fetching, after writing), not three times."""
+    reads: list[str] = []
+    for name in ("bounds", "close_at"):
+        real = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda *a, _real=real, _name=name: reads.append(_name) or _real(*a))
+    ingest_series(store, sim_client, cfg, "BTC/USDT", "1h")
+    assert reads == ["bounds", "bounds"]
+    assert read_ingest_state(cfg.data_dir, "BTC/USDT", "1h").backfill_complete_at is not None
+    reads.clear()
+    frozen.advance(3600)
+    assert ingest_series(store, sim_client, cfg, "BTC/USDT", "1h").new_candles == 1
+    assert reads == ["bounds", "close_at", "bounds"]  # the jump check needs the close before the page

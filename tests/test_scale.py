@@ -158,6 +158,23 @@ def test_simulated_exchange_serves_cached_rows_identical_to_built_ones(sim_excha
     assert fast == built and fast[-1][0] == end - end % 3_600_000, "in-progress candle included, built fresh"
 
 
+def test_simulated_exchange_keeps_every_prebuilt_row_past_its_default_bound(sim_exchange: SimExchange, frozen: SimClock) -> None:
+    """A benchmark's prebuilt history never evicts itself: past the cache's bound the bound
+    grows, so every page is served from cached rows (with 24 series x a year it did not, and the
+    simulator became the benchmark's bottleneck at ~30 ms of CPU a page)."""
+    hour, end = 3_600_000, int(NOW * 1000)
+    sim_exchange.wire.max_rows = 30
+    first = sim_exchange.prebuild("BTC/USDT", "1h", end - 25 * hour, end)
+    second = sim_exchange.prebuild("ETH/USDT", "1h", end - 25 * hour, end)
+    assert first == second == 24 and len(sim_exchange.wire) == 48 and sim_exchange.wire.max_rows >= 48
+    built: list[str] = []
+    for symbol in ("BTC/USDT", "ETH/USDT"):
+        rows = sim_exchange.wire.rows(symbol, "1h", [end - k * hour - end % hour for k in range(24, 0, -1)],
+                                      end, lambda ts: built.append(symbol))
+        assert None not in rows and len(rows) == 24
+    assert built == [], "a prebuilt row was evicted and built again"
+
+
 def test_simulated_exchange_fast_pages_equal_built_ones_across_a_hole(sim_exchange: SimExchange, frozen: SimClock) -> None:
     import httpx
 

@@ -195,8 +195,9 @@ class SimExchange:
 
     def prebuild(self, symbol: str, tf: tfs.Timeframe, start_ms: int, end_ms: int) -> int:
         """Serialise the closed candles of ``[start_ms, end_ms]`` ahead of a benchmark; returns
-        how many rows are cached for the range."""
+        how many rows are cached for the range (the cache grows to hold them all)."""
         symbol, series, now = parse_symbol(symbol), self.series(parse_symbol(symbol), tf), self.now_ms()
+        self.wire.make_room(max(0, tfs.count_between(start_ms, min(end_ms, now), tf)))
         count = 0
         for ts in forward_opens(series, start_ms, self.missing.get(symbol, tf)):
             if ts > end_ms or tfs.add(ts, tf, 1) > now:

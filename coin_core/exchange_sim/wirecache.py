@@ -65,6 +65,12 @@ class WireCache:
         return [row if row is not None else self.row((symbol, tf, ts), ts < closed_before, lambda ts=ts: build(ts))
                 for ts, row in zip(opens, found)]
 
+    def make_room(self, rows: int) -> None:
+        """Raise the bound so ``rows`` more fit beside those cached: rows built ahead of a
+        benchmark must not evict each other before they are served."""
+        with self._lock:
+            self.max_rows = max(self.max_rows, len(self._rows) + rows)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._rows)
