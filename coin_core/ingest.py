@@ -363,9 +363,9 @@ def ingest_series(store: CandleStore, client: ExchangeClient, settings: Settings
     target = pager.target
     bounds = store.bounds(symbol, tf)
     latest = bounds[1] if bounds else None
-    started_empty = latest is None
     if latest is not None and latest >= target:
         report.skipped = True  # detection gate: no new closed candle, no network call
+        started_empty = False
     else:
         # Retention first: a store at its budget must be able to make room before it writes.
         if apply_retention(store, settings, symbol, tf, now_ms, oldest=bounds[0] if bounds else None):
