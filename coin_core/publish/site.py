@@ -173,8 +173,8 @@ def build_artifacts(
 
     In one process, series by series (one series' bytes held at a time), then the rest. With
     ``workers`` in parallel, each series is sent to a worker as soon as it is read from
-    ``states`` (a few per call), then the pages about every series (one more call); this process
-    builds the data files about every series meanwhile and writes the files as they return.
+    ``states`` (a few per call); this process builds the data files and pages about every
+    series meanwhile and yields the series' files as they return.
     """
     cache_dir = template_cache_dir(settings.data_dir)
     env = env or make_environment(templates_dir, cache_dir)
