@@ -20,11 +20,12 @@ Running) and as the whole call with the cluster's start-up and shutdown (``run_s
 Every run also reports the CPU seconds of its process tree (flow process, Dask scheduler and
 workers, CmdStan) and of the local Prefect server, which shares the machine's cores.
 
-``--warm``: the deployment shape of docs/deployment.md's external scheduler: one cluster of 1 and
-one of 2 process workers, started before any timed run and reached with ``DASK_ADDRESS``; each
-gets one untimed warm-up run (its workers import Prophet and statsmodels once, as a long-lived
-worker does), then the timed runs alternate between them. ``cpu_s_cluster`` is the CPU of the
-clusters' processes during a run.
+``--warm``: the deployment shape of docs/deployment.md's external scheduler: a long-lived cluster of
+1 or 2 process workers reached with ``DASK_ADDRESS``. Each timed run gets a cluster of its own,
+started before it and warmed by one untimed run (its workers import Prophet and statsmodels once, as
+a long-lived worker does), and closed after it, so the other size's idle cluster (its heartbeats,
+memory monitor and profiler: ~1.7 CPU-s per 30 s, measured 2026-11-29) does not share the cores
+with the measured one. ``cpu_s_cluster`` is the CPU of that cluster's processes during the run.
 
 ``--flow evaluate``: the same alternation over the ``evaluate`` flow (``--origins`` scored origins
 per series, naive, drift, Prophet, ETS), whose ``evaluate-series`` subflow submits one task per
@@ -137,25 +138,34 @@ def _cluster_cpu_s(clusters: dict) -> float:
 
 
 @contextlib.contextmanager
-def _warm_clusters(env: dict[str, str]):
-    """One local cluster of 1 and one of 2 single-threaded process workers, started before any
-    timed run and reached by address (``DASK_ADDRESS``), as a deployment's long-lived cluster is."""
+def _warm_cluster(env: dict[str, str], workers: int):
+    """A local cluster of ``workers`` single-threaded process workers, reached by address
+    (``DASK_ADDRESS``) as a deployment's long-lived cluster is; closed on exit."""
     from distributed import LocalCluster
 
     os.environ.update({k: v for k, v in env.items() if k.startswith("PREFECT_")})  # the workers report task runs
-    clusters = {n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-                for n in (1, 2)}
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     try:
-        yield clusters
+        yield {workers: cluster}
     finally:
-        for cluster in clusters.values():
-            cluster.close()
+        cluster.close()
 
 
 def _worker_env(env: dict[str, str], workers: int, clusters: dict | None) -> dict[str, str]:
     if clusters is None:
         return {**env, "DASK_WORKERS": str(workers)}
     return {**env, "DASK_ADDRESS": clusters[workers].scheduler_address}
+
+
+def _timed_run(env: dict[str, str], workdir: Path, workers: int, clusters: dict | None, args) -> dict:
+    """One flow run with every series refitted (registry and result cache wiped first)."""
+    shutil.rmtree(workdir / "data" / "models", ignore_errors=True)
+    shutil.rmtree(workdir / "results", ignore_errors=True)  # no cached fit: every series fits
+    cluster0 = _cluster_cpu_s(clusters) if clusters else 0.0
+    run = _run(_worker_env(env, workers, clusters), workdir, args.flow, args.origins)
+    if clusters:
+        run["cpu_s_cluster"] = round(_cluster_cpu_s(clusters) - cluster0, 1)
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=30, help="days of 1h candles per series")
     parser.add_argument("--origins", type=int, default=50, help="scored origins per series (--flow evaluate)")
     parser.add_argument("--warm", action="store_true",
-                        help="long-lived clusters reached by DASK_ADDRESS (one warm-up run each, not reported) "
-                             "instead of a local cluster each run starts with DASK_WORKERS")
+                        help="a long-lived cluster reached by DASK_ADDRESS for each timed run (one warm-up run "
+                             "each, not reported; the other size's cluster closed) instead of DASK_WORKERS")
     args = parser.parse_args(argv)
     if not os.environ.get("PREFECT_API_URL"):
         sys.exit("set PREFECT_API_URL to a running prefect server (see the docstring)")
@@ -185,18 +195,13 @@ def main(argv: list[str] | None = None) -> int:
                "PREFECT_LOCAL_STORAGE_PATH": str(workdir / "results")}
         run_ingest(load_settings(data_dir=workdir / "data", exchange_api_url=sim.base_url, target_symbols=symbols,
                                  timeframe_policy={"1h": {"lookback_days": args.days}}), now_ms=T0_S * 1000)
-        with (_warm_clusters(env) if args.warm else contextlib.nullcontext()) as clusters:
-            for round_ in range(args.rounds + (1 if args.warm else 0)):
-                for workers in (1, 2):
-                    shutil.rmtree(workdir / "data" / "models", ignore_errors=True)
-                    shutil.rmtree(workdir / "results", ignore_errors=True)  # no cached fit: every series fits
-                    cluster0 = _cluster_cpu_s(clusters) if clusters else 0.0
-                    run = _run(_worker_env(env, workers, clusters), workdir, args.flow, args.origins)
-                    if clusters:
-                        run["cpu_s_cluster"] = round(_cluster_cpu_s(clusters) - cluster0, 1)
-                    if args.warm and round_ == 0:
-                        continue  # the warm-up: each cluster's workers import the models once
-                    results[workers].append(run)
+        for _ in range(args.rounds):
+            for workers in (1, 2):
+                with (_warm_cluster(env, workers) if args.warm else contextlib.nullcontext()) as clusters:
+                    for timed in ([False, True] if args.warm else [True]):  # warm: one untimed run first
+                        run = _timed_run(env, workdir, workers, clusters, args)
+                        if timed:
+                            results[workers].append(run)
     best = {n: min(r["fan_out_s"] or r["flow_s"] or r["run_s"] for r in runs) for n, runs in results.items()}
     whole = {n: min(r["run_s"] for r in runs) for n, runs in results.items()}
     print(json.dumps({"bench": f"dask-{args.flow}", "cpus": os.cpu_count(), "series": args.series,

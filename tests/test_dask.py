@@ -211,9 +211,22 @@ def long_market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         yield {"env": env, "root": root}
 
 
+def _executed(client: Any, prefix: str) -> list[int]:
+    """Per worker of the cluster, how many distinct tasks named ``prefix-...`` it executed."""
+    def count(dask_worker: Any) -> int:
+        return len({entry[0] for entry in dask_worker.state.log
+                    if isinstance(entry[0], str) and entry[0].startswith(prefix + "-") and "executing" in entry})
+    return list(client.run(count).values())
+
+
 def test_evaluation_fans_out_over_the_dask_workers(prefect_server: Server, long_market: dict[str, Any]) -> None:  # noqa: F811
+    """Every fit of every series goes to the cluster (not one series per worker), both workers
+    take some, and the persisted results are those an in-process evaluation gives."""
     require((BIN / "dask").is_file(), "the dask CLI (extra coin-predict[dask])")
     from coin_core.evaluation import load_evaluation
+    from coin_core.evaluation.engine import evaluate_many
+    from coin_core.evaluation.specs import candidate_specs
+    from coin_core.storage import open_store
 
     cluster = Cluster(prefect_server, "eval")
     try:
@@ -222,14 +235,50 @@ def test_evaluation_fans_out_over_the_dask_workers(prefect_server: Server, long_
                               capture_output=True, text=True, timeout=1200)
         out = proc.stdout + proc.stderr
         assert "STATE COMPLETED" in out, out[-4000:]
+        fits, calibrations = _executed(cluster.client, "run_task"), _executed(cluster.client, "run_calibration")
     finally:
         cluster.stop()
     assert f"series run Dask scheduler {cluster.address}" in out
-    ran = _worker_runs(prefect_server, "eval", "evaluate")
-    assert ran[0] | ran[1] == {f"evaluate {s} 1h" for s in SYMBOLS}, ran
-    assert ran[0] and ran[1], f"both workers evaluated: {ran}"
-    settings = load_settings(data_dir=long_market["root"] / "data")
-    for symbol in SYMBOLS:  # each worker persisted its series where the flow's process reads it
-        ev = load_evaluation(settings, symbol, "1h")
-        assert ev is not None and ev.status == "ok" and ev.workers == 1 and len(ev.origins) == 50, symbol
-        assert ev.scores["naive"].mase == 1.0
+    assert "evaluate every series on the Dask cluster' - Finished in state Completed" in out, out[-4000:]
+    assert all(n > 0 for n in fits), f"both workers fitted: {fits}"
+    settings = load_settings(data_dir=long_market["root"] / "data", target_symbols=SYMBOLS,
+                             timeframe_policy={"1h": {"lookback_days": 40}})
+    stored = {s: load_evaluation(settings, s, "1h") for s in SYMBOLS}
+    assert sum(calibrations) == 4 * len(stored["BTC/USDT"].scores), calibrations  # one per series x model
+    assert sum(fits) > 4 * len(fits), fits  # many fits per series, not one task per series
+    with open_store(settings) as store:  # the same evaluation in this process, one worker
+        here = evaluate_many(store, settings, [(s, "1h") for s in SYMBOLS], candidate_specs, n_origins=50, workers=1,
+                             now_ms=stored["BTC/USDT"].evaluated_at)
+    for ev in here:
+        got = stored[ev.symbol]
+        assert got is not None and got.status == "ok" and got.workers == 2 and len(got.origins) == 50, ev.symbol
+        assert got.origins == ev.origins and set(got.scores) == set(ev.scores), ev.symbol
+        for name, score in ev.scores.items():
+            assert (got.scores[name].mase, got.scores[name].wis) == pytest.approx((score.mase, score.wis), rel=1e-9), name
+        assert got.scores["naive"].mase == 1.0
+
+
+def test_evaluation_scheduler_lost_mid_run_fails_clearly_and_keeps_stored_results(
+    prefect_server: Server, long_market: dict[str, Any]  # noqa: F811
+) -> None:
+    """The scheduler SIGKILLed while fits run: the evaluate run ends Failed saying why, and the
+    evaluations stored before (by the test above, or none) are byte for byte as they were."""
+    require((BIN / "dask").is_file(), "the dask CLI (extra coin-predict[dask])")
+    stored = long_market["root"] / "data" / "evaluation"
+    before = {p: p.read_bytes() for p in stored.rglob("*") if p.is_file()}
+    cluster = Cluster(prefect_server, "eval-lost")
+    try:
+        env = {**prefect_server.env, **long_market["env"], "PYTHONPATH": str(REPO), "DASK_ADDRESS": cluster.address}
+        proc = subprocess.Popen([sys.executable, "-c", RUN_EVALUATE], cwd=long_market["root"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 600
+        while not any(cluster.client.processing().values()):
+            assert proc.poll() is None and time.monotonic() < deadline, "no fit ever started"
+            time.sleep(0.2)
+        os.killpg(cluster.scheduler.pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        cluster.stop()
+    assert "STATE FAILED" in out, out[-4000:]
+    assert "evaluation stopped: its executor cancelled a job" in out, out[-4000:]
+    assert {p: p.read_bytes() for p in stored.rglob("*") if p.is_file()} == before

@@ -7,17 +7,18 @@
 3. Bands are then calibrated sequentially per model (:mod:`.calibrate`): an origin's band only
    learns from errors whose target candle closed at or before that origin; the newest origins
    are scored against naive on the same points (:mod:`.metrics`).
-4. Every series of a run shares one process pool (``workers`` > 1): fit tasks of all series go
-   in first, and each model's calibration joins the pool when its last fit returns, so the
-   sequential part of one model overlaps the fits and calibrations of the others. With
-   ``workers=1`` the same jobs run in this process; results are identical.
+4. Every series of a run shares one process pool (``workers`` > 1) or the executor it is given
+   (a Dask cluster's): fit tasks of all series go in first, and each model's calibration joins
+   the pool when its last fit returns, so the sequential part of one model overlaps the fits and
+   calibrations of the others. With ``workers=1`` the same jobs run in this process; results are
+   identical.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..forecast.base import ModelSpec
 from ..forecast.predict import RECENT_ROWS, target_times
 from ..forecast.specs import default_lookback
@@ -111,23 +112,36 @@ def _run_serial(jobs: list[_Job]) -> None:
                 job.done[ready.spec["name"]] = run_calibration(ready)
 
 
-def _run_pool(jobs: list[_Job], workers: int) -> None:
+def _run_on(jobs: list[_Job], pool: Executor) -> None:
     """One pool for every (series x fit) task; each model's calibration is submitted to the same
-    pool the moment its last fit returns, so the sequential part runs beside other work."""
+    pool the moment its last fit returns, so the sequential part runs beside other work.
+
+    A job the pool cancels (a Dask cluster whose scheduler is lost cancels every future at once)
+    ends the evaluation with a :class:`ModelError` that says so: the bare ``CancelledError``
+    has no message.
+    """
     tasks = sorted(((j, t) for j in jobs for t in j.tasks), key=lambda jt: (jt[1].spec["name"] != "prophet", jt[1].members[0]))
-    with process_pool(workers) as pool:
-        waiting: dict[Future[Any], tuple[_Job, Task | None]] = {pool.submit(run_task, t): (j, t) for j, t in tasks}
+    waiting: dict[Future[Any], tuple[_Job, Task | None]] = {pool.submit(run_task, t): (j, t) for j, t in tasks}
+    try:
         while waiting:
             finished, _ = wait(waiting, return_when=FIRST_COMPLETED)
             for future in finished:
-                job, task = waiting.pop(future)
-                if task is None:
-                    result: Calibrated = future.result()
-                    job.done[result.name] = result
-                    continue
-                ready = job.fitted(task, future.result())
-                if ready is not None:
-                    waiting[pool.submit(run_calibration, ready)] = (job, None)
+                _collect(pool, waiting, *waiting.pop(future), future)
+    except CancelledError as exc:
+        raise ModelError(f"evaluation stopped: its executor cancelled a job ({len(waiting)} left), "
+                         "e.g. a lost Dask scheduler or worker; nothing was persisted") from exc
+
+
+def _collect(pool: Executor, waiting: dict[Future[Any], tuple[_Job, Task | None]], job: _Job, task: Task | None,
+             future: Future[Any]) -> None:
+    """Record a finished fit (submitting its model's calibration when it was the last) or calibration."""
+    if task is None:
+        result: Calibrated = future.result()
+        job.done[result.name] = result
+        return
+    ready = job.fitted(task, future.result())
+    if ready is not None:
+        waiting[pool.submit(run_calibration, ready)] = (job, None)
 
 
 def _prepare(store: CandleStore, settings: Settings, symbol: str, tf: Timeframe, specs: Sequence[ModelSpec],
@@ -176,9 +190,14 @@ def evaluate_many(
     store: CandleStore, settings: Settings, series: Sequence[tuple[str, Timeframe]],
     specs_of: Callable[[Timeframe], Sequence[ModelSpec]], *, n_origins: int | None = None,
     workers: int | None = None, now_ms: int | None = None, calibration_origins: int = CALIBRATION_ORIGINS,
+    executor: Executor | None = None,
 ) -> list[SeriesEvaluation]:
     """Evaluate ``specs_of(tf)`` on every series of ``series``, all in one pool of ``workers``
     processes (default: every core; 1 runs in this process). Results do not depend on ``workers``.
+
+    ``executor``: run the fits and calibrations there instead (a Dask cluster's
+    ``Client.get_executor()``: every fit of every series spread over its workers); ``workers`` is
+    then only recorded, as the number of slots it has.
 
     Each series scores its newest ``n_origins`` origins (default 200) after ``calibration_origins``
     older ones (default 100) that only seed the bands.
@@ -195,10 +214,13 @@ def evaluate_many(
         prepared.append(_prepare(store, settings, symbol, tf, specs, n_origins, calibration_origins, now_ms))
     jobs = [p for p in prepared if isinstance(p, _Job)]
     started, workers = time.perf_counter(), workers or default_workers()
-    if workers <= 1 or sum(len(j.tasks) for j in jobs) <= 1:
+    if executor is not None:
+        _run_on(jobs, executor)
+    elif workers <= 1 or sum(len(j.tasks) for j in jobs) <= 1:
         _run_serial(jobs)
     else:
-        _run_pool(jobs, workers)
+        with process_pool(workers) as pool:
+            _run_on(jobs, pool)
     wall = time.perf_counter() - started
     return [_result(p, now_ms, wall, workers) if isinstance(p, _Job) else p for p in prepared]
 

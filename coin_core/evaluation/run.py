@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Executor
 from typing import Any, Iterable
 
 from ..config import Settings
@@ -53,13 +54,16 @@ def evaluate_one(settings: Settings, symbol: str, tf: Timeframe, *, n_origins: i
 
 
 def run_evaluate(settings: Settings, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
-                 n_origins: int | None = None, workers: int | None = None, now_ms: int | None = None) -> list[SeriesEvaluation]:
-    """Every predicted configured series (optionally narrowed), all sharing one process pool."""
+                 n_origins: int | None = None, workers: int | None = None, now_ms: int | None = None,
+                 executor: Executor | None = None) -> list[SeriesEvaluation]:
+    """Every predicted configured series (optionally narrowed), all sharing one process pool (or
+    ``executor``: see :func:`~.engine.evaluate_many`). Nothing is persisted unless every series'
+    evaluation returned: a pool that dies mid-run leaves the stored results as they were."""
     scoped = settings.narrowed(symbols, timeframes)
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     with open_store(scoped) as store:
         evaluations = evaluate_many(store, scoped, scoped.series(predicted_only=True), candidate_specs,
-                                    n_origins=n_origins, workers=workers, now_ms=now_ms)
+                                    n_origins=n_origins, workers=workers, now_ms=now_ms, executor=executor)
     return [_keep(scoped, ev) for ev in evaluations]
 
 
