@@ -9,11 +9,11 @@ The subflow ``evaluate-series`` runs it with the task runner ``flows.runners.tas
   ``workers`` processes (default: every core);
 * Dask (``DASK_WORKERS`` / ``DASK_ADDRESS``): one task, ``evaluate-on-cluster``, run in the flow's
   process, sends every fit and every model's calibration of every series to the cluster through
-  prefect-dask's client (``get_dask_client``), as the in-process pool gets them. A per-series task
-  kept a worker busy for a whole series: 4 series on 2 workers ended with one worker idle while the
-  other finished its second series (1.67x over one worker, 2026-11-29), and 4 series could never use
-  more than 4 workers. Its results are persisted only once every series is done, so a scheduler
-  lost mid-run fails the run and leaves the stored evaluations as they were.
+  prefect-dask's client (``get_dask_client``), as the in-process pool gets them. A task per series
+  kept one worker on a whole series, so fewer series than workers left workers idle: on 2
+  workers, 1 series took 12.3-13.4 s that way and 6.7-7.5 s per fit, 3 series 27.9-29.7 s and
+  23.0-23.7 s (2026-11-29, docs/benchmarks.md). The results are persisted only once every series
+  is done, so a scheduler lost mid-run fails the run and leaves the stored evaluations as they were.
 
 The run's table artifact lists MASE, WIS and band coverage per series and model.
 """
