@@ -28,8 +28,8 @@ memory monitor and profiler: ~1.7 CPU-s per 30 s, measured 2026-11-29) does not 
 with the measured one. ``cpu_s_cluster`` is the CPU of that cluster's processes during the run.
 
 ``--flow evaluate``: the same alternation over the ``evaluate`` flow (``--origins`` scored origins
-per series, naive, drift, Prophet, ETS), whose ``evaluate-series`` subflow submits one task per
-series to the cluster; its fan-out is timed the same way.
+per series, naive, drift, Prophet, ETS), whose ``evaluate-series`` subflow sends every fit and
+calibration of every series to the cluster; its fan-out is timed the same way.
 """
 
 from __future__ import annotations

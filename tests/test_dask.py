@@ -82,6 +82,16 @@ class Cluster:
                     raise
                 time.sleep(1)
 
+    def kill_scheduler_mid_run(self, proc: subprocess.Popen) -> str:
+        """SIGKILL the scheduler once a job of ``proc``'s run is on a worker; the run's output."""
+        deadline = time.monotonic() + 600
+        while not any(self.client.processing().values()):
+            assert proc.poll() is None and time.monotonic() < deadline, "no fit ever started"
+            time.sleep(0.2)
+        os.killpg(self.scheduler.pid, signal.SIGKILL)  # mid-run: fits are on the workers
+        out, _ = proc.communicate(timeout=600)
+        return out
+
     def stop(self) -> None:
         self.client.close()
         for proc in [self.scheduler, *self.workers]:
@@ -145,13 +155,7 @@ def test_scheduler_lost_mid_run_fails_clearly_and_half_writes_nothing(
             path.unlink()
     cluster = Cluster(prefect_server, "lost")
     try:
-        proc = _flow(prefect_server, market, {"DASK_ADDRESS": cluster.address})
-        deadline = time.monotonic() + 600
-        while not cluster.client.processing() or not any(cluster.client.processing().values()):
-            assert proc.poll() is None and time.monotonic() < deadline, "no fit ever started"
-            time.sleep(0.2)
-        os.killpg(cluster.scheduler.pid, signal.SIGKILL)  # mid-run: fits are on the workers
-        out, _ = proc.communicate(timeout=600)
+        out = cluster.kill_scheduler_mid_run(_flow(prefect_server, market, {"DASK_ADDRESS": cluster.address}))
     finally:
         cluster.stop()
     assert "STATE FAILED" in out, out[-4000:]
@@ -269,14 +273,9 @@ def test_evaluation_scheduler_lost_mid_run_fails_clearly_and_keeps_stored_result
     cluster = Cluster(prefect_server, "eval-lost")
     try:
         env = {**prefect_server.env, **long_market["env"], "PYTHONPATH": str(REPO), "DASK_ADDRESS": cluster.address}
-        proc = subprocess.Popen([sys.executable, "-c", RUN_EVALUATE], cwd=long_market["root"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 600
-        while not any(cluster.client.processing().values()):
-            assert proc.poll() is None and time.monotonic() < deadline, "no fit ever started"
-            time.sleep(0.2)
-        os.killpg(cluster.scheduler.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=600)
+        out = cluster.kill_scheduler_mid_run(subprocess.Popen(
+            [sys.executable, "-c", RUN_EVALUATE], cwd=long_market["root"], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     finally:
         cluster.stop()
     assert "STATE FAILED" in out, out[-4000:]
