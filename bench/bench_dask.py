@@ -27,6 +27,11 @@ a long-lived worker does), and closed after it, so the other size's idle cluster
 memory monitor and profiler: ~1.7 CPU-s per 30 s, measured 2026-11-29) does not share the cores
 with the measured one. ``cpu_s_cluster`` is the CPU of that cluster's processes during the run.
 
+Clusters run with the settings the project gives a run's cluster (``flows.runners.BATCH_DASK_CONFIG``:
+no worker profiler, a 1 s event-loop tick); ``--stock-dask`` runs every cluster and flow process on
+Dask's stock settings instead, for a side-by-side figure. ``--flow idle`` measures what an idle
+2-worker cluster costs under both, alternating, ``--rounds`` times (30 s each, no Prefect needed).
+
 ``--flow evaluate``: the same alternation over the ``evaluate`` flow (``--origins`` scored origins
 per series, naive, drift, Prophet, ETS), whose ``evaluate-series`` subflow sends every fit and
 calibration of every series to the cluster; its fan-out is timed the same way.
@@ -44,6 +49,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,14 +143,57 @@ def _cluster_cpu_s(clusters: dict) -> float:
     return total
 
 
-@contextlib.contextmanager
-def _warm_cluster(env: dict[str, str], workers: int):
-    """A local cluster of ``workers`` single-threaded process workers, reached by address
-    (``DASK_ADDRESS``) as a deployment's long-lived cluster is; closed on exit."""
+def _stock_env() -> dict[str, str]:
+    """Dask's stock values of the keys the project sets, as ``DASK_*`` variables (they win over
+    ``flows.runners.batch_dask_config`` in a flow process)."""
+    import dask.config
+    import distributed  # noqa: F401 - registers distributed's defaults
+
+    from flows.runners import BATCH_DASK_CONFIG, BATCH_DASK_ENV
+
+    return {env: str(dask.config.get(key)) for key, env in zip(BATCH_DASK_CONFIG, BATCH_DASK_ENV)}
+
+
+def _cluster(workers: int, stock: bool):
+    """A local cluster of single-threaded process workers on the project's batch settings (the
+    scheduler reads them here, the nannies pass them to their workers) or Dask's stock ones."""
+    import dask.config
     from distributed import LocalCluster
 
+    from flows.runners import BATCH_DASK_CONFIG
+
+    with contextlib.nullcontext() if stock else dask.config.set(BATCH_DASK_CONFIG):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+
+
+def _idle(rounds: int) -> int:
+    """CPU seconds an idle 2-worker cluster uses in 30 s: scheduler (this process) and workers."""
+    import psutil
+
+    out: dict[str, list[dict[str, float]]] = {"stock": [], "batch": []}
+    for _ in range(rounds):
+        for mode in out:
+            with _cluster(2, mode == "stock"):
+                time.sleep(5)  # past start-up
+                me, kids = psutil.Process(), psutil.Process().children(recursive=True)
+                before = [sum(p.cpu_times()[:2]) for p in (me, *kids)]
+                time.sleep(30)
+                after = [sum(p.cpu_times()[:2]) for p in (me, *kids)]
+                out[mode].append({"scheduler_cpu_s": round(after[0] - before[0], 2),
+                                  "workers_cpu_s": round(sum(after[1:]) - sum(before[1:]), 2)})
+    total = {m: min(r["scheduler_cpu_s"] + r["workers_cpu_s"] for r in rs) for m, rs in out.items()}
+    print(json.dumps({"bench": "dask-idle-cluster", "cpus": os.cpu_count(), "workers": 2, "seconds": 30,
+                      "runs": out, "best_total_cpu_s": total,
+                      "ratio_stock_over_batch": round(total["stock"] / total["batch"], 2)}, indent=1))
+    return 0
+
+
+@contextlib.contextmanager
+def _warm_cluster(env: dict[str, str], workers: int, stock: bool):
+    """A local cluster of ``workers`` single-threaded process workers, reached by address
+    (``DASK_ADDRESS``) as a deployment's long-lived cluster is; closed on exit."""
     os.environ.update({k: v for k, v in env.items() if k.startswith("PREFECT_")})  # the workers report task runs
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = _cluster(workers, stock)
     try:
         yield {workers: cluster}
     finally:
@@ -172,13 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--flow", choices=("train", "fit", "evaluate"), default="train")
+    parser.add_argument("--flow", choices=("train", "fit", "evaluate", "idle"), default="train")
     parser.add_argument("--days", type=int, default=30, help="days of 1h candles per series")
     parser.add_argument("--origins", type=int, default=50, help="scored origins per series (--flow evaluate)")
     parser.add_argument("--warm", action="store_true",
                         help="a long-lived cluster reached by DASK_ADDRESS for each timed run (one warm-up run "
                              "each, not reported; the other size's cluster closed) instead of DASK_WORKERS")
+    parser.add_argument("--stock-dask", action="store_true",
+                        help="Dask's stock settings for every cluster and flow process, not the project's batch ones")
     args = parser.parse_args(argv)
+    if args.flow == "idle":
+        return _idle(args.rounds)
     if not os.environ.get("PREFECT_API_URL"):
         sys.exit("set PREFECT_API_URL to a running prefect server (see the docstring)")
     from coin_core.config import load_settings
@@ -192,12 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_DIR": str(workdir / "data"), "STORE": "sqlite",
                "EXCHANGE_API_URL": sim.base_url, "TARGET_SYMBOLS": ",".join(symbols),
                "TIMEFRAME_POLICY": json.dumps({"1h": {"lookback_days": args.days}}),
-               "PREFECT_LOCAL_STORAGE_PATH": str(workdir / "results")}
+               "PREFECT_LOCAL_STORAGE_PATH": str(workdir / "results"), **(_stock_env() if args.stock_dask else {})}
         run_ingest(load_settings(data_dir=workdir / "data", exchange_api_url=sim.base_url, target_symbols=symbols,
                                  timeframe_policy={"1h": {"lookback_days": args.days}}), now_ms=T0_S * 1000)
         for _ in range(args.rounds):
             for workers in (1, 2):
-                with (_warm_cluster(env, workers) if args.warm else contextlib.nullcontext()) as clusters:
+                with (_warm_cluster(env, workers, args.stock_dask) if args.warm else contextlib.nullcontext()) as clusters:
                     for timed in ([False, True] if args.warm else [True]):  # warm: one untimed run first
                         run = _timed_run(env, workdir, workers, clusters, args)
                         if timed:
@@ -206,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     whole = {n: min(r["run_s"] for r in runs) for n, runs in results.items()}
     print(json.dumps({"bench": f"dask-{args.flow}", "cpus": os.cpu_count(), "series": args.series,
                       "cluster": "warm, by address" if args.warm else "started by each run",
+                      "dask_settings": "stock" if args.stock_dask else "batch (flows.runners.BATCH_DASK_CONFIG)",
                       "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
                       "runs": {f"{n}_worker": runs for n, runs in results.items()},
                       "best_fan_out_s": best, "speedup_2_over_1": round(best[1] / best[2], 2),

@@ -5,7 +5,10 @@ in its own process, real Prophet fits on the simulated exchange's candles.
 1. the fits run on the cluster's workers and every series gets its champion;
 2. the scheduler is SIGKILLed while fits are running: the run ends Failed with a clear reason,
    and every model the registry holds is whole (artifacts and pointers are written atomically);
-   the next run, in-process, completes the rest.
+   the next run, in-process, completes the rest;
+3. a run's local cluster, and an external one started as docs/deployment.md says, run on the
+   project's batch settings (no worker profiler, a 1 s event-loop tick) unless the operator set
+   Dask's own config.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from coin_core.exchange_sim import SimClock, SimExchange
 from coin_core.forecast import registry
 from coin_core.lifecycle.retrain import training_specs
 from coin_core.ingest import run_ingest
+from flows.runners import BATCH_DASK_ENV
 from tests.fixtures.common import REPO, free_port, require
 from tests.test_deployment import Server, _stop, prefect_server  # noqa: F401 - the module's server fixture
 
@@ -60,7 +64,7 @@ class Cluster:
     def __init__(self, server: Server, name: str) -> None:
         self.port, self.server, self.name = free_port(), server, name
         self.address = f"tcp://127.0.0.1:{self.port}"
-        env = {**server.env, "PYTHONPATH": str(REPO)}
+        env = {**server.env, "PYTHONPATH": str(REPO), **BATCH_DASK_ENV}  # as docs/deployment.md starts them
         self.scheduler = server.spawn([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
                                        "--no-dashboard"], f"{name}-scheduler.log", env)
         self.workers = [server.spawn([str(BIN / "dask"), "worker", self.address, "--nthreads", "1", "--no-dashboard",
@@ -91,6 +95,12 @@ class Cluster:
         os.killpg(self.scheduler.pid, signal.SIGKILL)  # mid-run: fits are on the workers
         out, _ = proc.communicate(timeout=600)
         return out
+
+    def tick_ms(self) -> list[float]:
+        """The event-loop tick of the scheduler and of every worker, in ms."""
+        def tick(dask_worker: Any = None, dask_scheduler: Any = None) -> float:
+            return float((dask_worker or dask_scheduler).periodic_callbacks["tick"].callback_time)
+        return [self.client.run_on_scheduler(tick), *self.client.run(tick).values()]
 
     def stop(self) -> None:
         self.client.close()
@@ -131,8 +141,10 @@ def test_fits_run_on_the_dask_workers(prefect_server: Server, market: dict[str, 
         proc = _flow(prefect_server, market, {"DASK_ADDRESS": cluster.address})
         out, _ = proc.communicate(timeout=900)
         assert "STATE COMPLETED" in out, out[-4000:]
+        ticks = cluster.tick_ms()
     finally:
         cluster.stop()
+    assert ticks == [1000.0] * 3, f"the documented DASK_* settings reach scheduler and workers: {ticks}"
     assert f"fits run Dask scheduler {cluster.address}" in out
     ran = _worker_runs(prefect_server, "ok", "train")
     # Every series is one fit task on a worker, fitting all its candidates there.
@@ -281,3 +293,49 @@ def test_evaluation_scheduler_lost_mid_run_fails_clearly_and_keeps_stored_result
     assert "STATE FAILED" in out, out[-4000:]
     assert "evaluation stopped: its executor cancelled a job" in out, out[-4000:]
     assert {p: p.read_bytes() for p in stored.rglob("*") if p.is_file()} == before
+
+
+LOCAL_CLUSTER = """
+import json, time
+from distributed import Client, LocalCluster
+from coin_core.config import load_settings
+from flows.runners import task_runner
+
+def busy():
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        pass
+
+def tick(dask_worker=None, dask_scheduler=None):
+    return (dask_worker or dask_scheduler).periodic_callbacks["tick"].callback_time
+
+runner = task_runner(load_settings(dask_workers=1))  # the runner a DASK_WORKERS=1 run builds
+with LocalCluster(**runner.cluster_kwargs) as cluster, Client(cluster) as client:
+    client.submit(busy).result()
+    time.sleep(2.5)  # a worker's profile is readable once its 1 s cycle has run
+    print(json.dumps({"profiled": client.profile()["count"], "ticks": [client.run_on_scheduler(tick), *client.run(tick).values()]}))
+"""
+
+
+@pytest.mark.parametrize("operator", [{}, {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "True"}], ids=["ours", "operator's"])
+def test_local_cluster_runs_batch_settings_unless_the_operator_set_them(operator: dict[str, str]) -> None:
+    """A ``DASK_WORKERS`` run's cluster: workers that take no profile samples and a 1 s tick in
+    every process; a Dask setting the operator gave (here: the profiler on) is kept."""
+    require((BIN / "dask").is_file(), "the dask CLI (extra coin-predict[dask])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    proc = subprocess.run([sys.executable, "-c", LOCAL_CLUSTER], env={**env, "PYTHONPATH": str(REPO), **operator},
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["ticks"] == [1000.0, 1000.0], got
+    if operator:
+        assert got["profiled"] > 0, got  # the operator's profiler samples the busy task
+    else:
+        assert got["profiled"] == 0, got
+
+
+def test_deployment_doc_gives_external_clusters_the_batch_settings() -> None:
+    """The variables docs/deployment.md exports for ``dask scheduler``/``dask worker`` are the
+    project's batch settings, so an external cluster runs as the tests' clusters do."""
+    doc = (REPO / "docs" / "deployment.md").read_text()
+    assert all(f"{key}={value}" in doc for key, value in BATCH_DASK_ENV.items()), BATCH_DASK_ENV
